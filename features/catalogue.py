@@ -1,0 +1,462 @@
+"""The feature catalogue: every feature defined once, with its computation and its metadata.
+
+A feature's `compute` receives a `SnapshotContext` over the (user-day x cutoff) rows strictly before
+the cutoff and returns one reduction per (user, cutoff). Its metadata (family, reason templates,
+actionable, explainable) is what SHAP reason codes, the report and the docs read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import ibis
+from ibis.expr.types import Table
+
+from features.rollup import LATE_DELIVERY_DAYS, LOW_RATING, SECONDS_PER_DAY
+
+FAMILIES: tuple[str, ...] = (
+    "engagement",
+    "purchase",
+    "funnel",
+    "promotion",
+    "service",
+    "logistics",
+    "satisfaction",
+    "loyalty",
+)
+
+
+class SnapshotContext:
+    """Reductions over the rollup rows of one (user, cutoff): rows have `age` = cutoff_day - d >= 1."""
+
+    def __init__(self, rows: Table):
+        self.rows = rows
+
+    def within(self, days: int | None) -> ibis.Expr:
+        """Rows of the last `days` days before the cutoff (all history when None)."""
+        return self.rows.age <= days if days is not None else ibis.literal(True)
+
+    def between(self, newest: int, oldest: int) -> ibis.Expr:
+        """Rows whose age is in (newest, oldest]: e.g. (30, 60] is the 30 days before the last 30."""
+        return (self.rows.age > newest) & (self.rows.age <= oldest)
+
+    def sum(self, column: str, days: int | None = None, where: ibis.Expr | None = None) -> ibis.Expr:
+        """Sum of a rollup column over a window; 0 when there is nothing to sum."""
+        cond = self.within(days) if where is None else where
+        return self.rows[column].sum(where=cond).fill_null(0).cast("float64")
+
+    def active_days(self, days: int | None = None, where: ibis.Expr | None = None) -> ibis.Expr:
+        """Number of days with any event in a window."""
+        cond = self.within(days) if where is None else where
+        return self.rows.count(where=cond).cast("float64")
+
+    def _cutoff_ts(self) -> ibis.Expr:
+        return (self.rows.cutoff_day * SECONDS_PER_DAY).max()
+
+    def days_since(self, ts_column: str, where: ibis.Expr | None = None) -> ibis.Expr:
+        """Elapsed days from the newest value of an epoch-seconds column to the cutoff (null if none)."""
+        newest = self.rows[ts_column].max(where=where)
+        return (self._cutoff_ts() - newest).cast("float64") / SECONDS_PER_DAY
+
+    def days_since_first(self) -> ibis.Expr:
+        """Elapsed days from the user's first event to the cutoff."""
+        return (self._cutoff_ts() - self.rows.first_ts.min()).cast("float64") / SECONDS_PER_DAY
+
+
+def ratio(num: ibis.Expr, den: ibis.Expr) -> ibis.Expr:
+    """num / den, null when den is 0 or null (engines disagree on division by zero)."""
+    return ibis.ifelse(den > 0, num.cast("float64") / den.cast("float64"), ibis.null("float64"))
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model feature: how it is computed and how it reads to a person."""
+
+    name: str
+    family: str
+    description: str
+    compute: Callable[[SnapshotContext], ibis.Expr] = field(repr=False, compare=False)
+    # alternatives tried in order; the first whose placeholders are all known is used.
+    # {value} is this feature; {<feature name>} any other feature of the same row; {w} the window.
+    reasons: tuple[str, ...] = ()
+    reason_missing: str | None = None  # used when the feature's value is null
+    unit: str = ""
+    actionable: bool = True
+    explainable: bool = True
+    window: int | None = None
+
+
+def _engagement(windows: list[int]) -> list[Feature]:
+    mid, long = windows[len(windows) // 2], windows[-1]
+    out = [
+        Feature(
+            "days_since_last_activity",
+            "engagement",
+            "Days from the last event of any kind to the cutoff",
+            lambda c: c.days_since("last_ts"),
+            ("Last seen {value:.0f} days ago",),
+            unit="days",
+        ),
+        Feature(
+            f"active_days_trend_{mid}d",
+            "engagement",
+            f"Active days in the last {mid} days minus active days in the {mid} days before",
+            lambda c: c.active_days(mid) - c.active_days(where=c.between(mid, 2 * mid)),
+            (
+                f"Active on {{active_days_{mid}d:.0f}} days in the last {mid}, "
+                f"vs {{active_days_prev_{mid}d:.0f}} in the {mid} before",
+            ),
+            unit="days",
+            window=mid,
+        ),
+        Feature(
+            f"active_days_prev_{mid}d",
+            "engagement",
+            f"Active days in the {mid} days before the last {mid}",
+            lambda c: c.active_days(where=c.between(mid, 2 * mid)),
+            (f"Active on {{value:.0f}} days in the {mid} days before the last {mid}",),
+            unit="days",
+            window=2 * mid,
+            explainable=False,
+        ),
+        Feature(
+            f"mean_gap_days_{long}d",
+            "engagement",
+            f"Mean days between active days within the last {long} days",
+            lambda c: ratio(
+                c.rows.d.max(where=c.within(long)) - c.rows.d.min(where=c.within(long)),
+                c.active_days(long) - 1,
+            ),
+            (f"Visits every {{value:.0f}} days on average over the last {long} days",),
+            unit="days",
+            window=long,
+        ),
+    ]
+    for w in windows:
+        out += [
+            Feature(
+                f"active_days_{w}d",
+                "engagement",
+                f"Days with any event in the last {w} days",
+                lambda c, w=w: c.active_days(w),
+                (f"Active on {{value:.0f}} of the last {w} days",),
+                unit="days",
+                window=w,
+            ),
+            Feature(
+                f"sessions_{w}d",
+                "engagement",
+                f"Sessions in the last {w} days",
+                lambda c, w=w: c.sum("n_session", w),
+                (f"{{value:.0f}} visits in the last {w} days",),
+                unit="sessions",
+                window=w,
+            ),
+            Feature(
+                f"views_{w}d",
+                "engagement",
+                f"Product views in the last {w} days",
+                lambda c, w=w: c.sum("n_view", w),
+                (f"{{value:.0f}} product views in the last {w} days",),
+                unit="views",
+                window=w,
+            ),
+        ]
+    out.append(
+        Feature(
+            f"searches_{long}d",
+            "engagement",
+            f"Searches in the last {long} days",
+            lambda c: c.sum("n_search", long),
+            (f"{{value:.0f}} searches in the last {long} days",),
+            unit="searches",
+            window=long,
+        )
+    )
+    return out
+
+
+def _mean_gap(c: SnapshotContext) -> ibis.Expr:
+    return ratio(c.sum("purchase_gap"), c.rows.purchase_gap.count())
+
+
+def _gap_cv(c: SnapshotContext) -> ibis.Expr:
+    n = c.rows.purchase_gap.count().cast("float64")
+    mean = ratio(c.sum("purchase_gap"), n)
+    mean_sq = ratio((c.rows.purchase_gap**2).sum().cast("float64"), n)
+    var = (mean_sq - mean * mean).clip(lower=0)
+    return ibis.ifelse(n >= 2, ratio(var.sqrt(), mean), ibis.null("float64"))
+
+
+def _purchase(windows: list[int]) -> list[Feature]:
+    mid, long = windows[len(windows) // 2], windows[-1]
+    out = [
+        Feature(
+            "days_since_last_purchase",
+            "purchase",
+            "Days from the last order to the cutoff",
+            lambda c: c.days_since("last_purchase_ts"),
+            (
+                "No order for {value:.0f} days (usually every {mean_interpurchase_days:.0f})",
+                "No order for {value:.0f} days",
+            ),
+            reason_missing="Has never ordered",
+            unit="days",
+        ),
+        Feature(
+            "orders_total",
+            "purchase",
+            "Orders before the cutoff",
+            lambda c: c.sum("n_orders"),
+            ("{value:.0f} orders in total",),
+            unit="orders",
+        ),
+        Feature(
+            "revenue_total",
+            "purchase",
+            "Revenue of all orders before the cutoff",
+            lambda c: c.sum("revenue"),
+            ("Spent {value:,.0f} in total",),
+            unit="currency",
+        ),
+        Feature(
+            "avg_order_value",
+            "purchase",
+            "Mean revenue per order",
+            lambda c: ratio(c.sum("revenue"), c.sum("n_orders")),
+            ("Average order of {value:,.2f}",),
+            unit="currency",
+        ),
+        Feature(
+            "tenure_days",
+            "purchase",
+            "Days since the user's first event",
+            lambda c: c.days_since_first(),
+            ("Customer for {value:.0f} days",),
+            unit="days",
+            actionable=False,
+        ),
+        Feature(
+            "mean_interpurchase_days",
+            "purchase",
+            "Mean days between order days",
+            _mean_gap,
+            ("Usually orders every {value:.0f} days",),
+            unit="days",
+        ),
+        Feature(
+            "interpurchase_cv",
+            "purchase",
+            "Coefficient of variation of days between order days (regularity)",
+            _gap_cv,
+            ("Irregular ordering rhythm (variation {value:.1f})",),
+            unit="ratio",
+        ),
+        Feature(
+            "purchase_overdue_ratio",
+            "purchase",
+            "Days since the last order / usual days between orders",
+            lambda c: ratio(c.days_since("last_purchase_ts"), _mean_gap(c)),
+            (
+                "Order overdue: {days_since_last_purchase:.0f} days since the last, usually every "
+                "{mean_interpurchase_days:.0f}",
+            ),
+            unit="ratio",
+        ),
+    ]
+    for w in sorted({mid, long}):
+        out += [
+            Feature(
+                f"orders_{w}d",
+                "purchase",
+                f"Orders in the last {w} days",
+                lambda c, w=w: c.sum("n_orders", w),
+                (f"{{value:.0f}} orders in the last {w} days",),
+                unit="orders",
+                window=w,
+            ),
+            Feature(
+                f"revenue_{w}d",
+                "purchase",
+                f"Revenue in the last {w} days",
+                lambda c, w=w: c.sum("revenue", w),
+                (f"Spent {{value:,.0f}} in the last {w} days",),
+                unit="currency",
+                window=w,
+            ),
+        ]
+    return out
+
+
+def _other_families(windows: list[int]) -> list[Feature]:
+    long = windows[-1]
+    return [
+        Feature(
+            f"carts_{long}d",
+            "funnel",
+            f"Add-to-cart events in the last {long} days",
+            lambda c: c.sum("n_cart", long),
+            (f"{{value:.0f}} items added to cart in the last {long} days",),
+            unit="carts",
+            window=long,
+        ),
+        Feature(
+            f"cart_conversion_{long}d",
+            "funnel",
+            f"Orders per add-to-cart in the last {long} days",
+            lambda c: ratio(c.sum("n_orders", long), c.sum("n_cart", long)),
+            (f"Only {{value:.0%}} of carts in the last {long} days became orders",),
+            unit="ratio",
+            window=long,
+        ),
+        Feature(
+            f"abandoned_cart_days_{long}d",
+            "funnel",
+            f"Days with a cart but no order in the last {long} days",
+            lambda c: c.sum("abandoned_cart", long),
+            (f"Left a full cart on {{value:.0f}} days in the last {long}",),
+            unit="days",
+            window=long,
+        ),
+        Feature(
+            f"coupon_share_{long}d",
+            "promotion",
+            f"Share of orders in the last {long} days that used a coupon",
+            lambda c: ratio(c.sum("n_coupon_orders", long), c.sum("n_orders", long)),
+            (f"{{value:.0%}} of orders in the last {long} days used a coupon",),
+            unit="share",
+            window=long,
+        ),
+        Feature(
+            "coupon_share_total",
+            "promotion",
+            "Share of all orders that used a coupon",
+            lambda c: ratio(c.sum("n_coupon_orders"), c.sum("n_orders")),
+            ("{value:.0%} of all orders used a coupon",),
+            unit="share",
+        ),
+        Feature(
+            "days_since_last_coupon_order",
+            "promotion",
+            "Days from the last order with a coupon to the cutoff",
+            lambda c: c.days_since("last_ts", c.rows.n_coupon_orders > 0),
+            ("Last coupon order {value:.0f} days ago",),
+            reason_missing="Has never used a coupon",
+            unit="days",
+        ),
+        Feature(
+            f"tickets_{long}d",
+            "service",
+            f"Support tickets opened in the last {long} days",
+            lambda c: c.sum("n_support", long),
+            (f"{{value:.0f}} support tickets in the last {long} days",),
+            unit="tickets",
+            window=long,
+        ),
+        Feature(
+            "open_tickets",
+            "service",
+            "Support tickets opened but not resolved before the cutoff",
+            lambda c: (c.sum("n_support") - c.sum("n_support_resolved")).clip(lower=0),
+            ("{value:.0f} support tickets still open",),
+            unit="tickets",
+        ),
+        Feature(
+            f"late_deliveries_{long}d",
+            "logistics",
+            f"Deliveries at least {LATE_DELIVERY_DAYS} days late in the last {long} days",
+            lambda c: c.sum("late_n", long),
+            (f"{{value:.0f}} late deliveries in the last {long} days",),
+            unit="deliveries",
+            window=long,
+        ),
+        Feature(
+            f"mean_delivery_delay_{long}d",
+            "logistics",
+            f"Mean days late of deliveries in the last {long} days",
+            lambda c: ratio(c.sum("delay_sum", long), c.sum("delay_n", long)),
+            (f"Deliveries in the last {long} days arrived {{value:.1f}} days late on average",),
+            unit="days",
+            window=long,
+        ),
+        Feature(
+            f"max_delivery_delay_{long}d",
+            "logistics",
+            f"Longest delivery delay in the last {long} days",
+            lambda c: c.rows.delay_max.max(where=c.within(long)).cast("float64"),
+            (f"A delivery arrived {{value:.0f}} days late in the last {long} days",),
+            unit="days",
+            window=long,
+        ),
+        Feature(
+            f"mean_rating_{long}d",
+            "satisfaction",
+            f"Mean review rating in the last {long} days",
+            lambda c: ratio(c.sum("rating_sum", long), c.sum("rating_n", long)),
+            (f"Average review rating {{value:.1f}} of 5 in the last {long} days",),
+            unit="stars",
+            window=long,
+        ),
+        Feature(
+            f"low_ratings_{long}d",
+            "satisfaction",
+            f"Reviews rated {LOW_RATING} or less in the last {long} days",
+            lambda c: c.sum("low_rating_n", long),
+            (f"{{value:.0f}} reviews of {LOW_RATING} stars or less in the last {long} days",),
+            unit="reviews",
+            window=long,
+        ),
+        Feature(
+            f"refunds_{long}d",
+            "satisfaction",
+            f"Refunds in the last {long} days",
+            lambda c: c.sum("n_refund", long),
+            (f"{{value:.0f}} refunds in the last {long} days",),
+            unit="refunds",
+            window=long,
+        ),
+        Feature(
+            "refund_share_total",
+            "satisfaction",
+            "Refunded amount / ordered revenue, all history",
+            lambda c: ratio(c.sum("refund_amount"), c.sum("revenue")),
+            ("Refunded {value:.0%} of what they ordered",),
+            unit="share",
+        ),
+        Feature(
+            "tier",
+            "loyalty",
+            "Membership tier level at the cutoff (0 = none)",
+            lambda c: c.rows.tier_last.argmax(c.rows.d, where=c.rows.tier_last.notnull()).fill_null(0).cast("float64"),
+            ("Membership tier {value:.0f}",),
+            unit="level",
+        ),
+    ]
+
+
+def catalogue(windows: list[int]) -> list[Feature]:
+    """All features for the given window lengths (days), in a stable order."""
+    windows = sorted(set(windows))
+    feats = _engagement(windows) + _purchase(windows) + _other_families(windows)
+    names = [f.name for f in feats]
+    assert len(names) == len(set(names)), "feature names must be unique"
+    assert all(f.family in FAMILIES for f in feats)
+    return feats
+
+
+def catalogue_table(windows: list[int]) -> list[dict]:
+    """The catalogue as plain records (for MLflow artifacts, the report and the docs)."""
+    return [
+        {
+            "name": f.name,
+            "family": f.family,
+            "description": f.description,
+            "unit": f.unit,
+            "actionable": f.actionable,
+            "explainable": f.explainable,
+            "reasons": list(f.reasons),
+            "reason_missing": f.reason_missing,
+        }
+        for f in catalogue(windows)
+    ]

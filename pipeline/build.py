@@ -1,0 +1,75 @@
+"""Build labelled training snapshots and unlabelled scoring snapshots with the same feature code."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import ibis
+import pandas as pd
+from ibis.backends import BaseBackend
+from ibis.expr.types import Table
+
+from features.labels import churn_labels, population
+from features.rollup import SECONDS_PER_DAY, user_day_rollup
+from features.windows import EPOCH, cutoff_table, snapshot_features
+from pipeline.config import FeatureParams, LabelParams, Params
+
+
+class ScheduleError(ValueError):
+    """The data span cannot support the requested cutoffs; the message says which param to change."""
+
+
+def data_span(con: BaseBackend, events: Table) -> tuple[dt.date, dt.date]:
+    """(first event day, end of data) where end of data is midnight UTC after the last event."""
+    ts = events.event_time.epoch_seconds()
+    lo, hi = con.execute(events.aggregate(lo=ts.min(), hi=ts.max())).iloc[0]
+    if pd.isna(lo):
+        raise ScheduleError("the ingested event table is empty: check data.source and the ingest rejects")
+    first = EPOCH + dt.timedelta(days=int(lo) // SECONDS_PER_DAY)
+    end = EPOCH + dt.timedelta(days=int(hi) // SECONDS_PER_DAY + 1)
+    return first, end
+
+
+def labelable_cutoffs(first_day: dt.date, data_end: dt.date, fp: FeatureParams, lp: LabelParams) -> list[dt.date]:
+    """Cutoffs every `frequency_days`, anchored on the last labelable one (cutoff + horizon <= end of data)."""
+    last = data_end - dt.timedelta(days=lp.horizon_days)
+    if fp.last_cutoff is not None:
+        last = min(last, fp.last_cutoff)
+    first = fp.first_cutoff or first_day + dt.timedelta(days=max(fp.windows))
+    out = []
+    c = last
+    while c >= first:
+        out.append(c)
+        c -= dt.timedelta(days=fp.frequency_days)
+    if not out:
+        raise ScheduleError(
+            f"no labelable cutoff between {first} and {last} (data {first_day}..{data_end}, "
+            f"horizon {lp.horizon_days} days): reduce labels.horizon_days or features.first_cutoff"
+        )
+    return sorted(out)
+
+
+def rollup(events: Table) -> Table:
+    """The user-day rollup, materialised once so features and labels do not recompute it."""
+    return user_day_rollup(events).cache()
+
+
+def build_snapshots(
+    con: BaseBackend, rolled: Table, cutoffs: list[dt.date], params: Params, labelled: bool = True
+) -> pd.DataFrame:
+    """One row per (user in the population, cutoff): catalogue features and, when labelled, `churned`."""
+    ct = cutoff_table(cutoffs)
+    lp = params.labels
+    if labelled:
+        pop = churn_labels(rolled, ct, lp.lookback_days, lp.horizon_days, lp.qualifying)
+    else:
+        pop = population(rolled, ct, lp.lookback_days, lp.qualifying)
+        pop = pop.mutate(churned=ibis.null("int8"))
+    feats = snapshot_features(rolled, ct, params.features.windows)
+    snap = pop.join(feats, ["user_id", "cutoff_day"])
+    df = con.to_pandas(snap)
+    df.insert(1, "cutoff", pd.to_datetime(df.pop("cutoff_day").astype("int64"), unit="D").dt.date)
+    label = df.pop("churned")
+    df["churned"] = label.astype("Int8")
+    df["user_id"] = df["user_id"].astype(str)
+    return df.sort_values(["cutoff", "user_id"], kind="stable").reset_index(drop=True)

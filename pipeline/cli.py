@@ -1,0 +1,127 @@
+"""The `winback` command line: one command per pipeline stage."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from pipeline import stages
+from pipeline.config import ConfigError, load_params
+from pipeline.paths import Paths
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Churn prediction and win-back lists.")
+console = Console(stderr=True)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read")]
+RootOpt = Annotated[Path, typer.Option("--root", help="directory the stage reads from and writes to")]
+
+# exit codes: 1 unexpected error, 2 bad configuration or input
+EXIT_BAD_INPUT = 2
+
+
+def _run(stage: Callable[..., Any], params_path: Path, root: Path, **kwargs: Any) -> Any:
+    from pipeline.build import ScheduleError
+    from pipeline.ingest import IngestError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        params = load_params(params_path)
+        return stage(params, Paths(root), **kwargs)
+    except (ConfigError, IngestError, ScheduleError) as exc:
+        console.print(f"[bold red]winback {stage.__name__} failed:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+
+
+def _show(result: Any) -> None:
+    console.print_json(json.dumps(result, default=str))
+
+
+@app.command()
+def generate(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path(".")) -> None:
+    """Generate the built-in synthetic shop (events and, apart, its ground truth)."""
+    _show(_run(stages.generate, params, root))
+
+
+@app.command()
+def ingest(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path(".")) -> None:
+    """Validate and normalise the configured source; quarantine unusable rows."""
+    _show(_run(stages.ingest, params, root))
+
+
+@app.command()
+def features(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path(".")) -> None:
+    """Build labelled point-in-time snapshots for every labelable cutoff."""
+    _show(_run(stages.features, params, root))
+
+
+@app.command()
+def train(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path(".")) -> None:
+    """Train, calibrate and register the churn model in MLflow."""
+    _show(_run(stages.train, params, root))
+
+
+@app.command()
+def evaluate(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path(".")) -> None:
+    """Evaluate out of time against the baseline and decide on promotion."""
+    result = _run(stages.evaluate, params, root)
+    for name in ("model", "baseline_recency"):
+        m = result[name]
+        console.print(
+            f"{name:>17}: ROC-AUC {m['roc_auc']:.4f}  PR-AUC {m['pr_auc']:.4f}  log loss {m['log_loss']:.4f}  "
+            f"Brier {m['brier']:.4f}  ECE {m['ece']:.4f}  lift@10% {m['lift_top10']:.2f}"
+        )
+    console.print(f"promotion: {result['promotion']['decision']} ({result['promotion']['reason']})")
+
+
+@app.command()
+def explain(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path(".")) -> None:
+    """Global SHAP drivers: plots and per-family totals under reports/."""
+    _show(_run(stages.explain, params, root))
+
+
+@app.command()
+def score(
+    as_of: Annotated[
+        dt.datetime | None, typer.Option("--as-of", formats=["%Y-%m-%d"], help="scoring date (default: params)")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+) -> None:
+    """Score the population at a date with @champion into the win-back list."""
+    summary = _run(stages.score, params, root, as_of=as_of.date() if as_of else None)
+    out_dir = Paths(root).winback_dir(dt.date.fromisoformat(summary["as_of"]))
+    console.print(f"win-back list: {out_dir / 'winback.csv'} ({summary['users']} users)")
+
+
+@app.command()
+def report(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path(".")) -> None:
+    """Render report.html beside the latest win-back list."""
+    target = _run(stages.report, params, root)
+    latest = Path(root) / "outputs" / "latest.json"
+    list_dir = json.loads(latest.read_text())["dir"]
+    console.print(f"win-back list: {Path(list_dir) / 'winback.csv'}")
+    console.print(f"report:        {target}")
+
+
+@app.command()
+def where(root: RootOpt = Path(".")) -> None:
+    """Print where the latest win-back list and report are."""
+    paths = Paths(root)
+    if not paths.latest_score.exists():
+        console.print("no win-back list yet: run `dvc repro` (or `make run`)")
+        raise typer.Exit(1)
+    latest = json.loads(paths.latest_score.read_text())
+    typer.echo(f"win-back list: {Path(latest['dir']) / 'winback.csv'}")
+    if paths.latest_report.exists():
+        typer.echo(f"report:        {json.loads(paths.latest_report.read_text())['report']}")
+
+
+if __name__ == "__main__":
+    app()

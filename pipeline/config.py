@@ -1,0 +1,222 @@
+"""params.yaml schema: every knob of the pipeline, validated by pydantic."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from features.events import ALL_ROLES, CANONICAL_COLUMNS, REQUIRED_COLUMNS
+
+
+class Strict(BaseModel):
+    """Base model that rejects unknown keys, so a typo in params.yaml fails loudly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(Strict):
+    """Where the raw events are and how their columns and event types map to the canonical ones."""
+
+    source: str = "synthetic"
+    # canonical column -> source column (None: the source has no such column)
+    columns: dict[str, str | None] = Field(default_factory=dict)
+    # canonical role -> source event types that play it
+    event_types: dict[str, list[str]] = Field(default_factory=dict)
+    # role given to every row when the source has no event_type column (transactions-only)
+    default_event_type: str = "purchase"
+    timezone: str = "UTC"
+    # rows later than (newest plausible time + this many days) are quarantined as far-future
+    max_future_days: int = Field(1, ge=0)
+    # events before this date are quarantined as too old (None: no bound)
+    min_time: dt.date | None = None
+    csv_delimiter: str = ","
+
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, v: dict[str, str | None]) -> dict[str, str | None]:
+        unknown = sorted(set(v) - set(CANONICAL_COLUMNS))
+        if unknown:
+            raise ValueError(
+                f"unknown canonical column(s) {unknown} in data.columns; known: {sorted(CANONICAL_COLUMNS)}"
+            )
+        return v
+
+    @field_validator("event_types")
+    @classmethod
+    def _known_roles(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = sorted(set(v) - set(ALL_ROLES))
+        if unknown:
+            raise ValueError(f"unknown event role(s) {unknown} in data.event_types; known: {list(ALL_ROLES)}")
+        return v
+
+    def source_column(self, canonical: str) -> str | None:
+        """Source column that feeds a canonical column (identity when not mapped)."""
+        return self.columns.get(canonical, canonical)
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(REQUIRED_COLUMNS)
+
+
+class GenerateParams(Strict):
+    """Synthetic shop size and time span."""
+
+    users: int = Field(5000, ge=10)
+    start: dt.date = dt.date(2024, 7, 1)
+    end: dt.date = dt.date(2026, 6, 30)
+    seed: int = 7
+    # promotions run until this date; promotion-dependent users then lose interest
+    promotions_end: dt.date | None = dt.date(2025, 12, 1)
+
+    @model_validator(mode="after")
+    def _span(self) -> GenerateParams:
+        if (self.end - self.start).days < 365:
+            raise ValueError(
+                f"generate.end must be at least 12 months after generate.start (got {self.start}..{self.end})"
+            )
+        return self
+
+
+class FeatureParams(Strict):
+    """Cutoff schedule and window lengths of the snapshot features."""
+
+    frequency_days: int = Field(7, ge=1)
+    first_cutoff: dt.date | None = None
+    last_cutoff: dt.date | None = None
+    windows: list[int] = Field(default_factory=lambda: [7, 30, 90])
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, v: list[int]) -> list[int]:
+        if not v or any(w < 1 for w in v):
+            raise ValueError("features.windows must be a non-empty list of positive day counts")
+        return sorted(set(v))
+
+
+class LabelParams(Strict):
+    """Churn definition (DESIGN 3.2)."""
+
+    horizon_days: int = Field(60, ge=1)
+    lookback_days: int = Field(90, ge=1)
+    # "any" (any event qualifies) or a list of roles, e.g. [purchase]
+    qualifying: Literal["any"] | list[str] = "any"
+
+    @field_validator("qualifying")
+    @classmethod
+    def _roles(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list):
+            unknown = sorted(set(v) - set(ALL_ROLES))
+            if unknown or not v:
+                raise ValueError(
+                    f"labels.qualifying: unknown role(s) {unknown}; use 'any' or roles from {list(ALL_ROLES)}"
+                )
+        return v
+
+
+class TrainParams(Strict):
+    """LightGBM, early stopping and calibration knobs."""
+
+    num_leaves: int = Field(31, ge=2)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    n_estimators: int = Field(500, ge=1)
+    min_child_samples: int = Field(50, ge=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    subsample_freq: int = Field(1, ge=0)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    reg_lambda: float = Field(1.0, ge=0)
+    early_stopping_rounds: int = Field(50, ge=1)
+    # "auto": isotonic with >= isotonic_min_rows calibration rows, else sigmoid
+    calibration: Literal["auto", "isotonic", "sigmoid"] = "auto"
+    isotonic_min_rows: int = Field(1000, ge=1)
+    # most recent training cutoffs to use (None: all that are allowed)
+    max_train_cutoffs: int | None = Field(None, ge=1)
+
+
+class EvaluateParams(Strict):
+    """Out-of-time evaluation and promotion."""
+
+    top_fraction: float = Field(0.1, gt=0, lt=1)
+    calibration_bins: int = Field(10, ge=2)
+    # a challenger must beat the champion's ROC-AUC by at least this much to replace it
+    min_improvement: float = Field(0.0, ge=0)
+
+
+class ScoreParams(Strict):
+    """Scoring date, holdout group, risk tiers, segments and actions."""
+
+    as_of: dt.date | None = None  # None: the day after the last event
+    holdout_fraction: float = Field(0.1, ge=0, lt=1)
+    holdout_seed: int = 20261123
+    tier_thresholds: dict[str, float] = Field(default_factory=lambda: {"high": 0.5, "medium": 0.25})
+    rank_by: Literal["churn_probability", "value_at_risk"] = "churn_probability"
+    new_user_days: int = Field(30, ge=1)
+    lapsing_days: int = Field(30, ge=1)
+    high_value_quantile: float = Field(0.9, gt=0, lt=1)
+    # driver family -> segment -> action; "*" matches any segment
+    actions: dict[str, dict[str, str]] = Field(default_factory=dict)
+    default_action: str = "personalised recommendations"
+
+    @field_validator("tier_thresholds")
+    @classmethod
+    def _tiers(cls, v: dict[str, float]) -> dict[str, float]:
+        if set(v) != {"high", "medium"} or not 0 < v["medium"] < v["high"] < 1:
+            raise ValueError("score.tier_thresholds needs high and medium with 0 < medium < high < 1")
+        return v
+
+
+class MlflowParams(Strict):
+    """Tracking store and registered model name."""
+
+    tracking_uri: str = "sqlite:///mlflow.db"  # MLFLOW_TRACKING_URI overrides it
+    experiment: str = "winback"
+    model_name: str = "winback-churn"
+
+
+class Params(Strict):
+    """Everything params.yaml may hold."""
+
+    seed: int = 42
+    threads: int = Field(2, ge=1)
+    duckdb_memory_limit: str = "4GB"
+    data: DataParams = DataParams()
+    generate: GenerateParams = GenerateParams()
+    features: FeatureParams = FeatureParams()
+    labels: LabelParams = LabelParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    score: ScoreParams = ScoreParams()
+    mlflow: MlflowParams = MlflowParams()
+
+
+class ConfigError(ValueError):
+    """params.yaml is unreadable or invalid; the message says which key and how to fix it."""
+
+
+def _describe(err: ValidationError, path: Path) -> str:
+    lines = [f"{path}: invalid parameters"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  - unknown key '{key}': check the spelling (see the documented keys in params.yaml)")
+        else:
+            lines.append(f"  - {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ConfigError naming any bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: not found; run from the project root or pass --params") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from exc

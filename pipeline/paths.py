@@ -1,0 +1,73 @@
+"""Where each stage reads and writes, relative to one output root (the repo by default)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Paths:
+    """File layout of one pipeline run under `root`."""
+
+    root: Path = Path(".")
+
+    def _p(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    @property
+    def raw_events(self) -> Path:
+        return self._p("data", "raw", "events.parquet")
+
+    @property
+    def truth(self) -> Path:
+        return self._p("data", "raw", "truth.parquet")
+
+    @property
+    def events(self) -> Path:
+        return self._p("data", "ingested", "events.parquet")
+
+    @property
+    def rejects(self) -> Path:
+        return self._p("data", "ingested", "rejects.parquet")
+
+    @property
+    def snapshots(self) -> Path:
+        return self._p("data", "features", "snapshots.parquet")
+
+    @property
+    def train_info(self) -> Path:
+        return self._p("models", "train.json")
+
+    @property
+    def champion_info(self) -> Path:
+        return self._p("models", "champion.json")
+
+    @property
+    def predictions(self) -> Path:
+        return self._p("data", "evaluate", "predictions.parquet")
+
+    @property
+    def reports(self) -> Path:
+        return self._p("reports")
+
+    @property
+    def plots(self) -> Path:
+        return self._p("plots")
+
+    def metrics(self, stage: str) -> Path:
+        """metrics/<stage>.json"""
+        return self._p("metrics", f"{stage}.json")
+
+    def winback_dir(self, as_of: dt.date) -> Path:
+        """outputs/winback/<as_of>/"""
+        return self._p("outputs", "winback", as_of.isoformat())
+
+    @property
+    def latest_score(self) -> Path:
+        return self._p("outputs", "latest.json")
+
+    @property
+    def latest_report(self) -> Path:
+        return self._p("outputs", "report.json")

@@ -1,0 +1,51 @@
+"""Self-contained HTML report for one scoring run (images inlined, no external requests)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from pipeline.paths import Paths
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("pipeline", "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def _image(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def render_report(paths: Paths, list_dir: Path, top: int = 50) -> str:
+    """The report as one HTML string: summary cards, top of the list, drivers, model card, data quality."""
+    lst = pd.read_parquet(list_dir / "winback.parquet")
+    summary = _json(list_dir / "summary.json")
+    evaluation = _json(paths.metrics("evaluate"))
+    metric_names = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top10", "recall_top10"]
+    models = [m for m in ("model", "baseline_recency") if m in evaluation]
+    imp_path = paths.reports / "shap_importance.csv"
+    return _ENV.get_template("report.html.j2").render(
+        summary=summary,
+        rows=lst.head(top).to_dict("records"),
+        top=top,
+        evaluation=evaluation,
+        metric_names=[m for m in metric_names if models and m in evaluation[models[0]]],
+        models=models,
+        families=_json(paths.reports / "shap_families.json"),
+        importance=pd.read_csv(imp_path).head(15).to_dict("records") if imp_path.exists() else [],
+        bar_png=_image(paths.reports / "shap_bar.png"),
+        ingest=_json(paths.metrics("ingest")),
+        features=_json(paths.metrics("features")),
+    )

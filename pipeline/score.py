@@ -1,0 +1,136 @@
+"""Assemble the ranked win-back list (DESIGN 3.3) from a scored population."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import ScoreParams
+
+LIST_COLUMNS: tuple[str, ...] = (
+    "rank",
+    "user_id",
+    "churn_probability",
+    "risk_tier",
+    "value_at_risk",
+    "segment",
+    "reason_1",
+    "reason_2",
+    "reason_3",
+    "driver_family",
+    "recommended_action",
+    "group",
+    "model_version",
+    "as_of",
+)
+
+
+def holdout_groups(user_ids: pd.Series, as_of: dt.date, fraction: float, seed: int) -> np.ndarray:
+    """'holdout' for a seeded, deterministic pseudo-random `fraction` of users, else 'treatment'.
+
+    A keyed hash of (seed, as_of, user_id) gives the same group for the same user and date on any
+    machine, independent of row order or of the other users in the list.
+    """
+    prefix = f"{seed}|{as_of.isoformat()}|".encode()
+    u = (
+        np.array(
+            [int.from_bytes(hashlib.blake2b(prefix + uid.encode(), digest_size=8).digest(), "big") for uid in user_ids],
+            dtype=np.float64,
+        )
+        / 2.0**64
+    )
+    return np.where(u < fraction, "holdout", "treatment")
+
+
+def risk_tiers(p: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
+    """high / medium / low by the configured probability thresholds."""
+    return np.select([p >= thresholds["high"], p >= thresholds["medium"]], ["high", "medium"], "low")
+
+
+def expected_value(rows: pd.DataFrame, horizon_days: int) -> np.ndarray:
+    """Value of the user over the horizon if retained: lifetime mean daily spend x horizon days."""
+    tenure = rows["tenure_days"].astype("float64").clip(lower=1.0)
+    return (rows["revenue_total"].astype("float64").clip(lower=0) / tenure * horizon_days).to_numpy()
+
+
+def segments(rows: pd.DataFrame, p: np.ndarray, sp: ScoreParams) -> np.ndarray:
+    """Lifecycle segment by documented rules, first match wins.
+
+    new: tenure < new_user_days; high-value: lifetime revenue in the top (1 - high_value_quantile)
+    of the population; lapsing: no activity for lapsing_days or more; at-risk: churn probability in
+    the high tier; active: everyone else.
+    """
+    revenue = rows["revenue_total"].astype("float64").fillna(0)
+    hv_bar = revenue.quantile(sp.high_value_quantile)
+    conds = [
+        rows["tenure_days"].to_numpy() < sp.new_user_days,
+        (revenue > 0).to_numpy() & (revenue >= hv_bar).to_numpy(),
+        rows["days_since_last_activity"].to_numpy() >= sp.lapsing_days,
+        p >= sp.tier_thresholds["high"],
+    ]
+    return np.select(conds, ["new", "high-value", "lapsing", "at-risk"], "active")
+
+
+def recommended_actions(families: pd.Series, segs: np.ndarray, sp: ScoreParams) -> list[str]:
+    """Action from the params table: family x segment, then any family x segment, then family x any."""
+    table = sp.actions
+    out = []
+    for fam, seg in zip(families, segs, strict=True):
+        for a, b in ((fam, seg), ("*", seg), (fam, "*")):
+            action = table.get(a, {}).get(b)
+            if action:
+                break
+        out.append(action or sp.default_action)
+    return out
+
+
+def winback_list(
+    rows: pd.DataFrame,
+    proba: np.ndarray,
+    reasons: pd.DataFrame,
+    sp: ScoreParams,
+    horizon_days: int,
+    as_of: dt.date,
+    model_version: str,
+) -> pd.DataFrame:
+    """The ranked list: one row per user in the population, highest churn probability first."""
+    p = np.asarray(proba, dtype=float)
+    segs = segments(rows, p, sp)
+    out = pd.DataFrame(
+        {
+            "user_id": rows["user_id"].astype(str).to_numpy(),
+            "churn_probability": p.round(6),
+            "risk_tier": risk_tiers(p, sp.tier_thresholds),
+            "value_at_risk": (p * expected_value(rows, horizon_days)).round(2),
+            "segment": segs,
+            "reason_1": reasons["reason_1"].to_numpy(),
+            "reason_2": reasons["reason_2"].to_numpy(),
+            "reason_3": reasons["reason_3"].to_numpy(),
+            "driver_family": reasons["driver_family"].to_numpy(),
+            "recommended_action": recommended_actions(reasons["driver_family"], segs, sp),
+            "group": holdout_groups(rows["user_id"].astype(str), as_of, sp.holdout_fraction, sp.holdout_seed),
+            "model_version": str(model_version),
+            "as_of": as_of.isoformat(),
+        }
+    )
+    key = "value_at_risk" if sp.rank_by == "value_at_risk" else "churn_probability"
+    out = out.sort_values([key, "user_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    return out[list(LIST_COLUMNS)]
+
+
+def list_summary(lst: pd.DataFrame) -> dict:
+    """Counts and totals of a win-back list for summary.json and the report."""
+    return {
+        "users": len(lst),
+        "by_risk_tier": lst["risk_tier"].value_counts().sort_index().to_dict(),
+        "by_group": lst["group"].value_counts().sort_index().to_dict(),
+        "by_segment": lst["segment"].value_counts().sort_index().to_dict(),
+        "by_driver_family": lst["driver_family"].value_counts().sort_index().to_dict(),
+        "by_action": lst["recommended_action"].value_counts().sort_index().to_dict(),
+        "mean_churn_probability": float(lst["churn_probability"].mean()) if len(lst) else 0.0,
+        "total_value_at_risk": float(lst["value_at_risk"].sum()),
+    }

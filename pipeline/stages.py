@@ -1,0 +1,259 @@
+"""Thin stage entry points: read params and inputs, call the logic, write outputs atomically."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from features.catalogue import catalogue, catalogue_table
+from pipeline import io, tracking
+from pipeline.baselines import RecencyBaseline
+from pipeline.build import build_snapshots, data_span, labelable_cutoffs, rollup
+from pipeline.config import Params
+from pipeline.engine import connect, read_events
+from pipeline.explain import family_totals, global_importance, plot_bar, plot_beeswarm, shap_values
+from pipeline.metrics import classification_metrics, curves
+from pipeline.paths import Paths
+from pipeline.reasons import top_reasons
+from pipeline.score import list_summary, winback_list
+from pipeline.train import (
+    LABEL,
+    calibrate,
+    calibration_method,
+    fit_booster,
+    inner_booster,
+    matrix,
+    model_feature_names,
+    time_split,
+    usable_features,
+)
+
+log = logging.getLogger("winback")
+
+
+def generate(params: Params, paths: Paths) -> dict:
+    """Write the synthetic shop's events and, apart from them, its ground truth."""
+    from pipeline.synthetic import write_shop
+
+    counts = write_shop(params.generate, paths.raw_events, paths.truth)
+    io.write_json(counts, paths.metrics("generate"))
+    return counts
+
+
+def ingest(params: Params, paths: Paths) -> dict:
+    """Validate, normalise and quarantine the configured source into canonical events."""
+    from pipeline.ingest import ingest as run_ingest
+
+    return run_ingest(params.data, paths.raw_events, paths.events, paths.rejects, paths.metrics("ingest"))
+
+
+def features(params: Params, paths: Paths) -> dict:
+    """Labelled snapshots for every labelable cutoff."""
+    con = connect(params)
+    events = read_events(con, paths.events)
+    first, end = data_span(con, events)
+    cutoffs = labelable_cutoffs(first, end, params.features, params.labels)
+    snap = build_snapshots(con, rollup(events), cutoffs, params, labelled=True)
+    io.write_parquet(snap, paths.snapshots)
+    per_cutoff = snap.groupby("cutoff")[LABEL].agg(["size", "mean"])
+    summary = {
+        "data_first_day": first.isoformat(),
+        "data_end": end.isoformat(),
+        "cutoffs": len(cutoffs),
+        "rows": len(snap),
+        "users": int(snap["user_id"].nunique()),
+        "base_rate": float(snap[LABEL].mean()),
+        "churn_rate_by_cutoff": {c.isoformat(): round(float(m), 4) for c, m in per_cutoff["mean"].items()},
+    }
+    io.write_json(summary, paths.metrics("features"))
+    return summary
+
+
+def _rows(snap: pd.DataFrame, cutoffs: list[dt.date] | dt.date) -> pd.DataFrame:
+    wanted = cutoffs if isinstance(cutoffs, list) else [cutoffs]
+    return snap[snap["cutoff"].isin(wanted)]
+
+
+def train(params: Params, paths: Paths) -> dict:
+    """Fit LightGBM on closed labels, early-stop on a later slice, calibrate on a later one, log to MLflow."""
+    snap = pd.read_parquet(paths.snapshots)
+    split = time_split(sorted(snap["cutoff"].unique()), params.labels.horizon_days, params.train.max_train_cutoffs)
+    tr, va, ca = _rows(snap, split.train), _rows(snap, split.validation), _rows(snap, split.calibration)
+    names = usable_features(tr, [f.name for f in catalogue(params.features.windows)])
+    booster = fit_booster(
+        matrix(tr, names),
+        tr[LABEL].to_numpy(int),
+        matrix(va, names),
+        va[LABEL].to_numpy(int),
+        params.train,
+        params.seed,
+        params.threads,
+    )
+    method = calibration_method(params.train, len(ca))
+    model = calibrate(booster, matrix(ca, names), ca[LABEL].to_numpy(int), method)
+    val_metrics = classification_metrics(va[LABEL].to_numpy(int), booster.predict_proba(matrix(va, names))[:, 1])
+    tracking.setup(params.mlflow)
+    with mlflow.start_run(run_name="train") as run:
+        mlflow.log_params({f"train.{k}": v for k, v in params.train.model_dump().items()})
+        mlflow.log_params({f"split.{k}": v for k, v in split.as_dict().items()})
+        mlflow.log_params(
+            {
+                "labels.horizon_days": params.labels.horizon_days,
+                "labels.qualifying": str(params.labels.qualifying),
+                "seed": params.seed,
+                "calibration_method": method,
+                "n_features": len(names),
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "best_iteration": booster.best_iteration_ or params.train.n_estimators,
+                "train_rows": len(tr),
+                "validation_roc_auc": val_metrics["roc_auc"],
+                "validation_log_loss": val_metrics["log_loss"],
+            }
+        )
+        mlflow.log_dict(catalogue_table(params.features.windows), "feature_catalogue.json")
+        info = tracking.log_calibrated_model(model, matrix(ca, names).head(5), params.mlflow.model_name)
+    result = {
+        "run_id": run.info.run_id,
+        "model_uri": info.model_uri,
+        "model_version": str(info.registered_model_version),
+        "features": names,
+        "calibration_method": method,
+        "best_iteration": int(booster.best_iteration_ or params.train.n_estimators),
+        "split": split.as_dict(),
+    }
+    io.write_json(result, paths.train_info)
+    io.write_json(
+        {
+            "validation_roc_auc": val_metrics["roc_auc"],
+            "features": len(names),
+            "train_rows": len(tr),
+            "best_iteration": result["best_iteration"],
+        },
+        paths.metrics("train"),
+    )
+    return result
+
+
+def evaluate(params: Params, paths: Paths) -> dict:
+    """Out-of-time metrics at the test cutoff for the model and the baseline; promote or not."""
+    from pipeline.promotion import decide
+
+    info = json.loads(paths.train_info.read_text())
+    snap = pd.read_parquet(paths.snapshots)
+    split = info["split"]
+    test = _rows(snap, dt.date.fromisoformat(split["test"]))
+    train_cutoffs = [c for c in snap["cutoff"].unique() if c <= dt.date.fromisoformat(split["train_last"])]
+    tr = _rows(snap, sorted(train_cutoffs))
+    y = test[LABEL].to_numpy(int)
+    model = tracking.load_model(info["model_uri"])
+    scores = {
+        "model": model.predict_proba(matrix(test, info["features"]))[:, 1],
+        "baseline_recency": RecencyBaseline().fit(tr, tr[LABEL].to_numpy(int)).predict_proba(test),
+    }
+    ep = params.evaluate
+    results = {name: classification_metrics(y, p, ep.top_fraction, ep.calibration_bins) for name, p in scores.items()}
+    for curve, df in curves(y, scores, ep.calibration_bins).items():
+        for model_name, part in df.groupby("model", sort=True):
+            io.write_csv(part.drop(columns="model"), paths.plots / curve / f"{model_name}.csv")
+    preds = test[["user_id", "cutoff", LABEL]].assign(**{f"p_{k}": v for k, v in scores.items()})
+    io.write_parquet(preds.reset_index(drop=True), paths.predictions)
+    tracking.setup(params.mlflow)
+    decision = decide(params, info, test, results)
+    with mlflow.start_run(run_id=info["run_id"]):
+        mlflow.log_metrics({f"test_{k}": v for k, v in results["model"].items() if isinstance(v, float)})
+        mlflow.log_metrics({f"baseline_{k}": v for k, v in results["baseline_recency"].items() if isinstance(v, float)})
+        mlflow.set_tag("promotion", decision["decision"])
+    out = {"test_cutoff": split["test"], **results, "promotion": decision}
+    io.write_json(out, paths.metrics("evaluate"))
+    io.write_json(decision, paths.champion_info)
+    return out
+
+
+def explain(params: Params, paths: Paths, max_rows: int = 5000) -> dict:
+    """Global SHAP importance (bar, beeswarm, per-family totals) on the test snapshot, logged to MLflow."""
+    info = json.loads(paths.train_info.read_text())
+    snap = pd.read_parquet(paths.snapshots)
+    test = _rows(snap, dt.date.fromisoformat(info["split"]["test"]))
+    test = test.sample(n=min(max_rows, len(test)), random_state=params.seed).sort_index()
+    model = tracking.load_model(info["model_uri"])
+    X = matrix(test, info["features"])
+    values = shap_values(inner_booster(model), X)
+    cat = {f.name: f for f in catalogue(params.features.windows)}
+    imp = global_importance(values, info["features"], cat)
+    out_dir = paths.reports
+    out_dir.mkdir(parents=True, exist_ok=True)
+    io.write_csv(imp, out_dir / "shap_importance.csv")
+    families = family_totals(imp)
+    io.write_json(families, out_dir / "shap_families.json")
+    with io.atomic_path(out_dir / "shap_bar.png") as tmp:
+        plot_bar(imp, tmp.with_suffix(".png"))
+        tmp.with_suffix(".png").replace(tmp)
+    with io.atomic_path(out_dir / "shap_beeswarm.png") as tmp:
+        plot_beeswarm(values, X, tmp.with_suffix(".png"))
+        tmp.with_suffix(".png").replace(tmp)
+    tracking.setup(params.mlflow)
+    with mlflow.start_run(run_id=info["run_id"]):
+        for name in ("shap_importance.csv", "shap_families.json", "shap_bar.png", "shap_beeswarm.png"):
+            mlflow.log_artifact(str(out_dir / name), artifact_path="explain")
+    return {"rows": len(X), "families": families, "top_features": imp["feature"].head(10).tolist()}
+
+
+def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
+    """Score the population at `as_of` with @champion into outputs/winback/<as_of>/."""
+    client = tracking.setup(params.mlflow)
+    name = params.mlflow.model_name
+    version = tracking.alias_version(client, name, "champion")
+    if version is None:
+        raise RuntimeError(
+            f"no model registered as {name}@champion in {tracking.tracking_uri(params.mlflow)}: "
+            "run `dvc repro` (train + evaluate) first, or promote a version"
+        )
+    model = tracking.load_model(f"models:/{name}@champion")
+    con = connect(params)
+    events = read_events(con, paths.events)
+    _, end = data_span(con, events)
+    as_of = as_of or params.score.as_of or end
+    rows = build_snapshots(con, rollup(events), [as_of], params, labelled=False)
+    if rows.empty:
+        raise RuntimeError(f"no user is in the population at {as_of} (lookback {params.labels.lookback_days} days)")
+    features = model_feature_names(model)
+    missing = sorted(set(features) - set(rows.columns))
+    if missing:
+        raise RuntimeError(f"the champion model needs features the data does not have: {missing}")
+    X = matrix(rows, features)
+    proba = model.predict_proba(X)[:, 1]
+    contrib = shap_values(inner_booster(model), X)
+    cat = {f.name: f for f in catalogue(params.features.windows)}
+    reasons = top_reasons(contrib, rows, features, cat)
+    lst = winback_list(rows, proba, reasons, params.score, params.labels.horizon_days, as_of, version)
+    out_dir = paths.winback_dir(as_of)
+    io.write_parquet(lst, out_dir / "winback.parquet")
+    io.write_csv(lst, out_dir / "winback.csv")
+    summary = {"as_of": as_of.isoformat(), "model_version": version, "data_end": end.isoformat(), **list_summary(lst)}
+    io.write_json(summary, out_dir / "summary.json")
+    io.write_json({"as_of": as_of.isoformat(), "dir": str(out_dir), "model_version": version}, paths.latest_score)
+    return summary
+
+
+def report(params: Params, paths: Paths) -> Path:
+    """Render report.html beside the latest win-back list."""
+    from pipeline.report import render_report
+
+    latest = json.loads(paths.latest_score.read_text())
+    out_dir = Path(latest["dir"])
+    html = render_report(paths, out_dir)
+    target = io.write_text(html, out_dir / "report.html")
+    io.write_json({"as_of": latest["as_of"], "report": str(target)}, paths.latest_report)
+    return target
+
+
+__all__ = ["evaluate", "explain", "features", "generate", "ingest", "np", "report", "score", "train"]

@@ -1,0 +1,630 @@
+"""Synthetic e-commerce shop: behavioural events with planted, visible churn causes, plus ground truth.
+
+Every user carries latent traits (activity rate, basket size, delivery bad luck, taste, coupon
+dependence, a fading engagement). A day-by-day simulation, vectorised over users, turns them into
+sessions and purchases; deliveries, reviews, refunds and support tickets follow the purchases. Each
+user churns from a daily hazard whose planted causes are computed only from what that user's own
+events already show (late deliveries seen, open tickets, bad ratings given, coupon share once the
+promotions stop, a visibly fading activity), so a model can recover them. The ground truth (who
+churned, when, why) is returned apart from the events and must never feed features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from features.events import CANONICAL_COLUMNS, ROLES
+from pipeline.config import GenerateParams
+from pipeline.io import atomic_path
+
+CAUSES: tuple[str, ...] = ("none", "logistics", "service", "satisfaction", "promotion", "engagement")
+
+_DAY_US = 86_400_000_000
+_SESSION, _VIEW, _SEARCH, _CART, _PURCHASE, _REFUND, _SUPPORT, _RESOLVED, _REVIEW, _DELIVERY, _MEMBERSHIP = (
+    ROLES.index(r)
+    for r in (
+        "session", "view", "search", "cart", "purchase", "refund",
+        "support", "support_resolved", "review", "delivery", "membership",
+    )
+)
+
+# Every follow-up of a purchase lands within this many days of it, so the ring buffers that hold
+# not-yet-observed effects never wrap onto a pending slot.
+_RING = 64
+# Lifetime spend needed for tiers 1..3, and the hazard factor each tier gives (loyalty).
+_TIER_SPEND = np.array([300.0, 900.0, 2200.0])
+_TIER_HAZARD = np.array([1.0, 0.72, 0.52, 0.38])
+
+# Hazard = base * tier factor * (background + sum of planted excesses); "none" is the background.
+_BASE_HAZARD = 1 / 1100  # median daily hazard with no planted cause
+_NEW_USER_EXCESS = 2.0  # newcomers leave more often: excess decays with a 30-day scale
+_W_LOGISTICS = 0.45  # per day of delivery delay seen recently (decayed)
+_W_SERVICE = 2.5  # per support ticket still open
+_W_SATISFACTION = 2.0  # per bad (<= 2) rating given recently (decayed)
+_W_PROMOTION = 7.0  # times squared coupon share, once promotions have ended
+_W_ENGAGEMENT = 5.0  # times the fraction of activity that has faded away
+_LOGISTICS_DECAY = 0.5 ** (1 / 45)
+_SATISFACTION_DECAY = 0.5 ** (1 / 60)
+_NEW_USER_DECAY = np.exp(-1 / 30)
+_DISCOUNTS = np.array([0.1, 0.15, 0.2, 0.3])  # coupon value as a share of the order
+
+_RETURN_P = 0.1  # churned users who come back (some fall after the span, so ~6-8% are seen)
+_SESSION_HOURS = np.array(  # session start hour weights; none after 21h so a session ends by midnight
+    [0.25, 0.12, 0.06, 0.05, 0.05, 0.1, 0.3, 0.6, 0.8, 0.9, 1.0, 1.0,
+     1.1, 1.0, 0.9, 0.9, 1.0, 1.2, 1.5, 1.8, 2.0, 1.8]
+)
+_MAX_SESSION_S = 7200.0
+_MIN_SESSION_GAP_S = 60.0
+
+
+@dataclass(frozen=True)
+class _Calendar:
+    """Per-day factors of the span; day 0 is params.start."""
+
+    n_days: int
+    start_us: int
+    activity: np.ndarray  # weekday x holiday factor on session rates
+    buying: np.ndarray  # holiday factor on conversion
+    promo: np.ndarray  # promotions running that day
+    promo_over: np.ndarray  # 0 before promotions end, ramps to 1 over three weeks after
+
+
+def _calendar(params: GenerateParams) -> _Calendar:
+    n_days = (params.end - params.start).days + 1
+    days = np.arange(n_days)
+    dates = pd.date_range(params.start, periods=n_days, freq="D")
+    weekday = np.array([0.92, 0.9, 0.92, 0.95, 1.02, 1.22, 1.3])[dates.dayofweek]
+    month, dom = dates.month.to_numpy(), dates.day.to_numpy()
+    holiday = np.ones(n_days)
+    holiday[(month == 11) & (dom >= 20)] = 1.6  # Black Friday / Cyber Monday run-up
+    holiday[(month == 12) & (dom <= 23)] = 1.45
+    holiday[(month == 12) & (dom >= 27)] = 1.1
+    holiday[(month == 1) & (dom <= 20)] = 0.88  # post-holiday lull
+    buying = np.where(holiday > 1.2, 1.25, 1.0)
+    if params.promotions_end is None:
+        promo = np.ones(n_days, bool)
+        promo_over = np.zeros(n_days)
+    else:
+        end_day = (params.promotions_end - params.start).days
+        promo = days < end_day
+        promo_over = np.clip((days - end_day) / 21.0, 0.0, 1.0)
+    start_us = int(pd.Timestamp(params.start, tz="UTC").value // 1000)
+    return _Calendar(n_days, start_us, weekday * holiday, buying, promo, promo_over)
+
+
+@dataclass(frozen=True)
+class _Users:
+    """Latent per-user traits of one chunk; none of them is ever written out."""
+
+    n: int
+    signup_day: np.ndarray
+    rate: np.ndarray  # sessions per day at full engagement
+    p_cart: np.ndarray
+    p_buy: np.ndarray  # purchase given a cart
+    basket: np.ndarray  # typical order value
+    views: np.ndarray  # mean product views per session
+    promo_dependent: np.ndarray
+    p_late: np.ndarray
+    taste: np.ndarray  # expected rating of an on-time delivery
+    p_resolve: np.ndarray  # chance a ticket of theirs is ever closed
+    base_hazard: np.ndarray
+    fade_start: np.ndarray  # day their engagement starts fading (inf: never)
+    fade_days: np.ndarray  # e-folding time of the fade
+
+
+def _draw_users(rng: np.random.Generator, n: int, cal: _Calendar) -> _Users:
+    # Acquisition: a launch cohort, then a shop growing ~60% over the span, with holiday campaigns.
+    weight = (1.0 + 0.6 * np.arange(cal.n_days) / cal.n_days) * np.sqrt(cal.activity)
+    weight[: min(30, cal.n_days)] += 4.0
+    signup_day = np.sort(rng.choice(cal.n_days, size=n, p=weight / weight.sum()))
+    promo_dependent = rng.random(n) < np.where(cal.promo[signup_day], 0.22, 0.04)
+    unlucky = rng.random(n) < 0.15
+    mismatched = rng.random(n) < 0.15
+    fader = rng.random(n) < 0.3
+    fade_start = np.where(fader, signup_day + 14 + rng.exponential(160, n), np.inf)
+    return _Users(
+        n=n,
+        signup_day=signup_day,
+        rate=np.minimum(rng.lognormal(np.log(0.075), 0.9, n), 2.5),
+        p_cart=np.clip(rng.beta(2, 7, n), 0.02, 0.8),
+        p_buy=np.clip(rng.beta(3, 4, n), 0.05, 0.95),
+        basket=rng.lognormal(np.log(45), 0.55, n),
+        views=1 + rng.lognormal(np.log(2.5), 0.5, n),
+        promo_dependent=promo_dependent,
+        p_late=np.where(unlucky, rng.uniform(0.3, 0.6, n), rng.uniform(0.02, 0.1, n)),
+        taste=np.where(mismatched, rng.normal(2.6, 0.4, n), rng.normal(4.3, 0.35, n)),
+        p_resolve=np.where(rng.random(n) < 0.2, 0.35, 0.92),
+        base_hazard=_BASE_HAZARD * rng.lognormal(0.0, 0.7, n),
+        fade_start=fade_start,
+        fade_days=rng.uniform(10, 35, n),
+    )
+
+
+@dataclass
+class _Log:
+    """What the day loop decided; times within a day are filled in afterwards, vectorised."""
+
+    # sessions (one row each), in (day, user) order
+    s_user: np.ndarray
+    s_day: np.ndarray
+    s_cart: np.ndarray
+    s_buy: np.ndarray
+    # purchases, in the order of the sessions that made them
+    quantity: np.ndarray
+    amount: np.ndarray
+    discount: np.ndarray
+    delay: np.ndarray
+    t_delivery: np.ndarray  # fractional days since start
+    t_review: np.ndarray  # NaN: no review
+    rating: np.ndarray
+    t_refund: np.ndarray  # NaN: no refund
+    refund: np.ndarray
+    # support tickets, each tied to the session it stems from
+    k_session: np.ndarray
+    t_ticket: np.ndarray
+    t_resolved: np.ndarray  # NaN: never resolved
+    # tier upgrades, tied to the user's last purchase that day
+    m_purchase: np.ndarray
+    m_tier: np.ndarray
+    # per user
+    churn_day: np.ndarray  # -1: never
+    return_day: np.ndarray  # -1: never (within the span)
+    cause: np.ndarray
+    tier: np.ndarray
+
+
+class _Draws:
+    """Uniform and standard-normal variates handed out in blocks, so a day's few dozen purchases cost one
+    slice rather than a generator call per attribute."""
+
+    def __init__(self, rng: np.random.Generator, uniforms: int, normals: int = 0, block: int = 1 << 15) -> None:
+        self.rng, self.uniforms, self.normals, self.block = rng, uniforms, normals, block
+        self.buf = np.empty((uniforms + normals, 0))
+        self.pos = 0
+
+    def take(self, m: int) -> np.ndarray:
+        """(uniforms + normals, m) array of fresh variates."""
+        if self.pos + m > self.buf.shape[1]:
+            size = max(self.block, m)
+            fresh = np.concatenate(
+                [self.rng.random((self.uniforms, size)), self.rng.standard_normal((self.normals, size))]
+            )
+            self.buf = np.concatenate([self.buf[:, self.pos :], fresh], axis=1)
+            self.pos = 0
+        self.pos += m
+        return self.buf[:, self.pos - m : self.pos]
+
+
+def _geometric(uniform: np.ndarray, p: float | np.ndarray) -> np.ndarray:
+    # inverse CDF of the number of trials up to the first success (>= 1)
+    return np.maximum(np.ceil(np.log1p(-uniform) / np.log1p(-p)), 1.0)
+
+
+def _simulate(rng: np.random.Generator, u: _Users, cal: _Calendar) -> _Log:
+    n = u.n
+    signups = np.searchsorted(u.signup_day, np.arange(cal.n_days + 1))
+    fade_day = np.minimum(np.ceil(u.fade_start), cal.n_days).astype(np.int64)
+    fade_order = np.argsort(fade_day, kind="stable")
+    fade_starts = np.searchsorted(fade_day[fade_order], np.arange(cal.n_days + 1))
+    fade_step = np.exp(-1.0 / u.fade_days)
+    coupon_p = np.where(u.promo_dependent, 0.85, 0.12)
+
+    alive = np.zeros(n, bool)
+    at_risk = np.zeros(n, bool)  # alive and never churned: truth records one churn per user
+    churn_day = np.full(n, -1)
+    return_day = np.full(n, -1)
+    last_return = -1
+    cause = np.zeros(n, np.int8)
+    # what each user's own events have shown so far; the hazard reads only these
+    newness = np.zeros(n)
+    logistics = np.zeros(n)  # decayed sum of delivery delay days
+    bad_ratings = np.zeros(n)  # decayed count of ratings <= 2
+    open_tickets = np.zeros(n)
+    n_bought = np.zeros(n)
+    n_coupon = np.zeros(n)
+    promo_risk = np.zeros(n)  # squared share of orders that used a coupon
+    spend = np.zeros(n)
+    tier = np.zeros(n, np.int64)
+    base = u.base_hazard.copy()  # includes the loyalty factor of the current tier
+    fade = np.ones(n)
+    fading = np.ones(n)  # daily factor on `fade`: < 1 once the user's engagement starts to fade
+    comeback = np.ones(n)
+    drift = np.zeros(n)
+    rate = rate_alive = np.zeros(n)
+    # effects of follow-ups (deliveries, reviews, tickets) count only from the day they happen
+    ring_delay = np.zeros((_RING, n))
+    ring_bad = np.zeros((_RING, n))
+    ring_open = np.zeros((_RING, n))
+    per_session = _Draws(rng, 3)
+    per_purchase = _Draws(rng, 17, 2)
+    per_ticket = _Draws(rng, 2)
+
+    out: dict[str, list[np.ndarray]] = {k: [] for k in _Log.__dataclass_fields__}
+    n_sessions = n_purchases = 0
+    for d in range(cal.n_days):
+        promo = bool(cal.promo[d])
+        if d % 7 == 0 or promo != cal.promo[d - 1]:
+            if d % 7 == 0:
+                drift = 0.85 * drift + rng.normal(0.0, 0.2, n)
+            mood = np.where(u.promo_dependent, 1.2 if promo else 0.45, 1.0)
+            rate = u.rate * mood * comeback * np.exp(drift)
+            rate_alive = rate * alive
+            p_buy = u.p_buy * np.where(u.promo_dependent, 1.2 if promo else 0.35, 1.0)
+
+        # --- churn, from what each user's events showed up to yesterday
+        excess = newness + _W_LOGISTICS * logistics + _W_SERVICE * open_tickets
+        excess += _W_SATISFACTION * bad_ratings + _W_ENGAGEMENT * (1.0 - fade)
+        if cal.promo_over[d] > 0:
+            excess += (_W_PROMOTION * cal.promo_over[d]) * promo_risk
+        churned = np.flatnonzero(at_risk & (rng.random(n) < base * (1.0 + excess)))
+        if churned.size:
+            share = np.stack(
+                [
+                    1.0 + newness[churned],
+                    _W_LOGISTICS * logistics[churned],
+                    _W_SERVICE * open_tickets[churned],
+                    _W_SATISFACTION * bad_ratings[churned],
+                    _W_PROMOTION * cal.promo_over[d] * promo_risk[churned],
+                    _W_ENGAGEMENT * (1.0 - fade[churned]),
+                ]
+            )
+            cause[churned] = share.argmax(axis=0)
+            alive[churned] = at_risk[churned] = False
+            rate_alive[churned] = 0.0
+            churn_day[churned] = d
+            back = d + rng.integers(30, 183, churned.size)
+            comes_back = (rng.random(churned.size) < _RETURN_P) & (back < cal.n_days)
+            return_day[churned[comes_back]] = back[comes_back]
+            last_return = max(last_return, int(back[comes_back].max(initial=-1)))
+        returning = np.flatnonzero(return_day == d) if d <= last_return else None
+        if returning is not None and returning.size:
+            # a comeback starts from a clean slate, at a lower and steady activity level
+            alive[returning] = True
+            fading[returning] = fade[returning] = 1.0
+            comeback[returning] = 0.6
+            rate[returning] *= 0.6
+            rate_alive[returning] = rate[returning]
+            logistics[returning] = bad_ratings[returning] = open_tickets[returning] = 0.0
+        lo, hi = signups[d], signups[d + 1]
+        alive[lo:hi] = at_risk[lo:hi] = True
+        newness[lo:hi] = _NEW_USER_EXCESS
+        rate_alive[lo:hi] = rate[lo:hi]
+        starters = fade_order[fade_starts[d] : fade_starts[d + 1]]
+        fading[starters] = np.where(comeback[starters] == 1.0, fade_step[starters], 1.0)
+
+        # --- sessions and their funnel
+        k = rng.poisson(rate_alive * (fade * cal.activity[d]))
+        k[lo:hi] = np.maximum(k[lo:hi], 1)
+        if returning is not None and returning.size:
+            k[returning] = np.maximum(k[returning], 1)
+        np.minimum(k, 12, out=k)
+        active = np.flatnonzero(k)
+        su = np.repeat(active, k[active])
+        r = per_session.take(su.size)
+        cart = r[0] < u.p_cart[su] * cal.buying[d]
+        buy = cart & (r[1] < p_buy[su])
+        stray = np.flatnonzero(r[2] < 0.004)  # account or payment questions, unrelated to orders
+        out["s_user"].append(su)
+        out["s_day"].append(np.full(su.size, d, np.int32))
+        out["s_cart"].append(cart)
+        out["s_buy"].append(buy)
+
+        # --- purchases and what follows them
+        bought = np.flatnonzero(buy)
+        pu = su[bought]
+        m = pu.size
+        r = per_purchase.take(m)
+        quantity = _geometric(r[0], 0.6)
+        gross = u.basket[pu] * quantity**0.7 * np.exp(0.35 * r[17])
+        coupon = (r[1] < coupon_p[pu]) if promo else np.zeros(m, bool)
+        discount = np.where(coupon, np.round(gross * _DISCOUNTS[(r[2] * _DISCOUNTS.size).astype(np.int64)], 2), 0.0)
+        amount = np.round(gross, 2) - discount
+        long_delay = (r[5] < 0.1) * (6.0 + np.floor(r[6] * 14.0))
+        delay = (r[3] < u.p_late[pu]) * (_geometric(r[4], 0.35) + long_delay)
+        t_delivery = d + 1.33 + np.floor(r[7] * 5.0) + delay + 0.5 * r[8]
+        rating = np.clip(np.round(u.taste[pu] - 0.3 * delay + 0.6 * r[18]), 1.0, 5.0)
+        bad = rating <= 2.0
+        reviewed = r[9] < 0.22 + 0.2 * (delay > 2) + 0.2 * bad
+        t_review = np.where(reviewed, t_delivery + 0.05 + 5.95 * r[10], np.nan)
+        refunded = r[11] < 0.025 + 0.12 * (reviewed & bad) + 0.05 * (delay >= 5)
+        t_refund = np.where(refunded, t_delivery + 1.0 + 13.0 * r[12], np.nan)
+        refund = -np.round(amount * np.where(r[13] < 0.7, 1.0, 0.2 + 0.6 * r[14]), 2)
+        ticket = r[15] < np.minimum(0.02 + (delay > 0) * (0.12 + 0.05 * delay) + 0.15 * bad, 0.85)
+        for key, val in (("quantity", quantity), ("amount", amount), ("discount", discount), ("delay", delay),
+                         ("t_delivery", t_delivery), ("t_review", t_review), ("rating", rating),
+                         ("t_refund", t_refund), ("refund", refund)):
+            out[key].append(val)
+        late = delay > 0
+        np.add.at(ring_delay, (t_delivery[late].astype(np.int64) % _RING, pu[late]), delay[late])
+        bad &= reviewed
+        np.add.at(ring_bad, (t_review[bad].astype(np.int64) % _RING, pu[bad]), 1.0)
+
+        # --- support tickets: after (mostly late) deliveries, and now and then from any session
+        k_session = np.concatenate([bought[ticket], stray])
+        if k_session.size:
+            tu = su[k_session]
+            r = per_ticket.take(tu.size)
+            t_ticket = np.concatenate([t_delivery[ticket] + 0.05 + 2.95 * r[0, : ticket.sum()],
+                                       d + 1.0 + r[0, ticket.sum() :]])
+            resolved = r[1] < u.p_resolve[tu]
+            t_resolved = np.where(resolved, t_ticket + 0.5 + 6.5 * r[1] / u.p_resolve[tu], np.nan)
+            np.add.at(ring_open, (t_ticket.astype(np.int64) % _RING, tu), 1.0)
+            np.add.at(ring_open, (t_resolved[resolved].astype(np.int64) % _RING, tu[resolved]), -1.0)
+            out["k_session"].append(k_session + n_sessions)
+            out["t_ticket"].append(t_ticket)
+            out["t_resolved"].append(t_resolved)
+
+        if m:
+            np.add.at(n_bought, pu, 1.0)
+            np.add.at(n_coupon, pu, coupon)
+            np.add.at(spend, pu, amount)
+            promo_risk[pu] = (n_coupon[pu] / (n_bought[pu] + 1.0)) ** 2
+            # loyalty tiers follow lifetime spend; an upgrade is stamped after the day's last order
+            last = np.flatnonzero(np.r_[pu[1:] != pu[:-1], True])
+            new_tier = np.searchsorted(_TIER_SPEND, spend[pu[last]], side="right")
+            up = new_tier > tier[pu[last]]
+            if up.any():
+                who = pu[last][up]
+                tier[who] = new_tier[up]
+                base[who] = u.base_hazard[who] * _TIER_HAZARD[new_tier[up]]
+                out["m_purchase"].append(last[up] + n_purchases)
+                out["m_tier"].append(new_tier[up].astype(float))
+
+        # --- today's follow-ups are now part of the users' history
+        slot = d % _RING
+        logistics *= _LOGISTICS_DECAY
+        logistics += ring_delay[slot]
+        bad_ratings *= _SATISFACTION_DECAY
+        bad_ratings += ring_bad[slot]
+        open_tickets += ring_open[slot]
+        ring_delay[slot] = ring_bad[slot] = ring_open[slot] = 0.0
+        newness *= _NEW_USER_DECAY
+        fade *= fading
+        n_sessions += su.size
+        n_purchases += m
+
+    def cat(key: str, dtype: type) -> np.ndarray:
+        return np.concatenate(out[key]) if out[key] else np.zeros(0, dtype)
+
+    dtypes = {"s_user": np.int64, "s_day": np.int32, "s_cart": bool, "s_buy": bool, "k_session": np.int64,
+              "m_purchase": np.int64}
+    per_user = {"churn_day": churn_day, "return_day": return_day, "cause": cause, "tier": tier}
+    logged = {k: cat(k, dtypes.get(k, float)) for k in _Log.__dataclass_fields__ if k not in per_user}
+    return _Log(**logged, **per_user)
+
+
+def _session_times(rng: np.random.Generator, log: _Log) -> np.ndarray:
+    """Start of each session in microseconds since the span start, non-overlapping per user."""
+    n = log.s_user.size
+    hours = rng.choice(_SESSION_HOURS.size, n, p=_SESSION_HOURS / _SESSION_HOURS.sum())
+    start = ((hours + rng.random(n)) * 3.6e9).astype(np.int64)
+    # sessions of one user on one day are contiguous in the log
+    new_group = np.r_[True, (log.s_user[1:] != log.s_user[:-1]) | (log.s_day[1:] != log.s_day[:-1])]
+    gid = np.cumsum(new_group) - 1
+    start = start[np.lexsort((start, gid))]
+    pos = np.arange(n) - np.flatnonzero(new_group)[gid]
+    # keep a minute between starts: start_i = i*gap + running max of (start_j - j*gap) within the group;
+    # a per-group offset far above a day makes one global running max restart at every group
+    gap = int(_MIN_SESSION_GAP_S * 1e6)
+    offset = gid * (4 * _DAY_US)
+    start = pos * gap + np.maximum.accumulate(start - pos * gap + offset) - offset
+    return log.s_day.astype(np.int64) * _DAY_US + start
+
+
+def _days_to_us(t: np.ndarray) -> np.ndarray:
+    return np.round(t * _DAY_US).astype(np.int64)
+
+
+def _float_array(values: np.ndarray) -> pa.Array:
+    # missing values are Parquet nulls, not NaN, so SQL engines skip them in aggregates
+    return pa.array(values, type=pa.float64(), from_pandas=True)
+
+
+def _id_strings(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
+    digits = pc.utf8_lpad(pc.cast(pa.array(numbers), pa.string()), width, "0")
+    return pc.binary_join_element_wise(prefix, digits, "")
+
+
+def _build_tables(
+    rng: np.random.Generator, u: _Users, log: _Log, cal: _Calendar, first_user: int, id_width: int
+) -> tuple[pa.Table, pa.Table]:
+    n_s = log.s_user.size
+    s_time = _session_times(rng, log)
+
+    # --- funnel rows: session, searches, views, then cart and purchase when the session had them
+    n_search = (rng.random(n_s) < 0.35) * (1 + (rng.random(n_s) < 0.3))
+    n_view = rng.geometric(1.0 / u.views[log.s_user])
+    per = 1 + n_search + n_view + log.s_cart + log.s_buy
+    sid = np.repeat(np.arange(n_s), per)
+    first = np.cumsum(per) - per
+    pos = np.arange(sid.size) - first[sid]
+    after_search = (1 + n_search)[sid]
+    after_view = after_search + n_view[sid]
+    code = np.full(sid.size, _VIEW, np.int8)
+    code[pos < after_search] = _SEARCH
+    code[pos == 0] = _SESSION
+    code[pos == after_view] = _CART
+    code[pos == after_view + 1] = _PURCHASE
+    step = 1.0 + rng.exponential(40.0, sid.size)
+    step[first] = 0.0
+    elapsed = np.cumsum(step)
+    elapsed -= elapsed[first][sid]
+    length = elapsed[first + per - 1]
+    same_next = np.r_[np.diff(s_time) > 0, False] & np.r_[log.s_user[1:] == log.s_user[:-1], False]
+    room = np.where(same_next, np.r_[np.diff(s_time), 0] / 1e6 - 1.0, _MAX_SESSION_S)
+    scale = np.minimum(1.0, np.minimum(room, _MAX_SESSION_S) / length)
+    f_time = s_time[sid] + np.round(elapsed * scale[sid] * 1e6).astype(np.int64)
+    f_user = log.s_user[sid]
+    is_purchase = code == _PURCHASE
+    p_time = f_time[is_purchase]
+    p_user = f_user[is_purchase]
+    p_session_start = s_time[sid[is_purchase]]
+    n_p = p_time.size
+    f_order = np.full(sid.size, -1, np.int64)
+    f_order[is_purchase] = np.arange(n_p)
+
+    # --- follow-ups; `origin` is when the activity that caused the row began
+    reviewed = ~np.isnan(log.t_review)
+    refunded = ~np.isnan(log.t_refund)
+    resolved = ~np.isnan(log.t_resolved)
+    t_user = log.s_user[log.k_session]
+    t_origin = s_time[log.k_session]
+    m_time = p_time[log.m_purchase] + rng.integers(1_000_000, 30_000_000, log.m_purchase.size)
+    p_idx = np.arange(n_p)
+    blocks = [
+        # user, time, origin, code, order, amount, quantity, discount, rating, delay, tier
+        (f_user, f_time, s_time[sid], code, f_order),
+        (p_user, _days_to_us(log.t_delivery), p_session_start, _DELIVERY, p_idx),
+        (p_user[reviewed], _days_to_us(log.t_review[reviewed]), p_session_start[reviewed], _REVIEW,
+         p_idx[reviewed]),
+        (p_user[refunded], _days_to_us(log.t_refund[refunded]), p_session_start[refunded], _REFUND,
+         p_idx[refunded]),
+        (t_user, _days_to_us(log.t_ticket), t_origin, _SUPPORT, -1),
+        (t_user[resolved], _days_to_us(log.t_resolved[resolved]), t_origin[resolved], _RESOLVED, -1),
+        (p_user[log.m_purchase], m_time, p_session_start[log.m_purchase], _MEMBERSHIP, -1),
+    ]
+    user = np.concatenate([b[0] for b in blocks])
+    time = np.concatenate([b[1] for b in blocks])
+    origin = np.concatenate([b[2] for b in blocks])
+    code = np.concatenate([np.broadcast_to(np.int8(b[3]), b[0].shape) for b in blocks])
+    order = np.concatenate([np.broadcast_to(np.asarray(b[4], np.int64), b[0].shape) for b in blocks])
+    n_rows = np.cumsum([0] + [b[0].size for b in blocks])
+
+    def column(values_by_block: dict[int, np.ndarray]) -> np.ndarray:
+        col = np.full(user.size, np.nan)
+        for b, values in values_by_block.items():
+            col[n_rows[b] : n_rows[b + 1]] = values
+        return col
+
+    purchase_rows = np.flatnonzero(code[: n_rows[1]] == _PURCHASE)
+    amount = column({3: log.refund[refunded]})
+    amount[purchase_rows] = log.amount
+    quantity = column({})
+    quantity[purchase_rows] = log.quantity
+    discount = column({})
+    discount[purchase_rows] = log.discount
+    rating = column({2: log.rating[reviewed]})
+    delay = column({1: log.delay})
+    tier = column({6: log.m_tier})
+
+    # --- churned users emit nothing from churn until their return (or ever again)
+    inf = np.iinfo(np.int64).max
+    churned = log.churn_day >= 0
+    churn_us = np.full(u.n, inf)
+    churn_us[churned] = log.churn_day[churned] * _DAY_US + rng.integers(0, _DAY_US, churned.sum())
+    signup_us = np.full(u.n, inf)
+    np.minimum.at(signup_us, log.s_user, s_time)
+    return_us = np.full(u.n, inf)
+    came_back = log.s_day == log.return_day[log.s_user]
+    np.minimum.at(return_us, log.s_user[came_back], s_time[came_back])
+    keep = (time < cal.n_days * _DAY_US) & ((time < churn_us[user]) | (origin >= return_us[user]))
+
+    idx = np.flatnonzero(keep)
+    if u.n * cal.n_days < (1 << 62) // _DAY_US:
+        idx = idx[np.argsort(user[idx] * (cal.n_days * _DAY_US) + time[idx], kind="stable")]
+    else:
+        idx = idx[np.lexsort((time[idx], user[idx]))]
+
+    user_ids = _id_strings("u", np.arange(first_user + 1, first_user + u.n + 1), id_width)
+    # order ids number each user's purchases in time order, which is the log order
+    by_user = np.argsort(p_user, kind="stable")
+    seq = np.empty(n_p, np.int64)
+    starts = np.r_[0, np.flatnonzero(np.diff(p_user[by_user])) + 1]
+    seq[by_user] = np.arange(n_p) - np.repeat(starts, np.diff(np.r_[starts, n_p]))
+    order_ids = pc.binary_join_element_wise(
+        _id_strings("o", first_user + 1 + p_user, id_width), _id_strings("", seq + 1, 4), "-"
+    )
+    order_sel = order[idx]
+    events = pa.table(
+        {
+            "user_id": user_ids.take(pa.array(user[idx])),
+            "event_time": pa.array(cal.start_us + time[idx], pa.timestamp("us", tz="UTC")),
+            "event_type": pa.array(ROLES, pa.string()).take(pa.array(code[idx])),
+            "amount": _float_array(amount[idx]),
+            "order_id": order_ids.take(pa.array(order_sel, mask=order_sel < 0)),
+            "quantity": _float_array(quantity[idx]),
+            "discount": _float_array(discount[idx]),
+            "rating": _float_array(rating[idx]),
+            "delivery_delay_days": _float_array(delay[idx]),
+            "tier": _float_array(tier[idx]),
+        }
+    )
+    assert events.column_names == list(CANONICAL_COLUMNS)
+
+    came_back = return_us < inf
+    truth = pa.table(
+        {
+            "user_id": user_ids,
+            "signup_time": pa.array(cal.start_us + signup_us, pa.timestamp("us", tz="UTC")),
+            "churn_time": pa.array(cal.start_us + np.where(churned, churn_us, 0), pa.timestamp("us", tz="UTC"),
+                                   mask=~churned),
+            "cause": pa.array(CAUSES, pa.string()).take(pa.array(np.where(churned, log.cause, 0))),
+            "returned": pa.array(came_back),
+            "return_time": pa.array(cal.start_us + np.where(came_back, return_us, 0),
+                                    pa.timestamp("us", tz="UTC"), mask=~came_back),
+            "tier_at_end": pa.array(log.tier),
+        }
+    )
+    return events, truth
+
+
+def _chunks(params: GenerateParams, chunk_users: int) -> Iterator[tuple[pa.Table, pa.Table]]:
+    if chunk_users < 1:
+        raise ValueError(f"chunk_users must be positive (got {chunk_users})")
+    cal = _calendar(params)
+    n_chunks = -(-params.users // chunk_users)
+    # child i depends only on the seed and i, so chunks are reproducible one by one
+    rngs = np.random.default_rng(params.seed).spawn(n_chunks)
+    id_width = max(7, len(str(params.users)))
+    for i, rng in enumerate(rngs):
+        first = i * chunk_users
+        n = min(chunk_users, params.users - first)
+        users = _draw_users(rng, n, cal)
+        log = _simulate(rng, users, cal)
+        yield _build_tables(rng, users, log, cal, first, id_width)
+
+
+def iter_shop(params: GenerateParams, chunk_users: int = 50_000) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """Yield (events, truth) frames per chunk of users; the output depends on params and chunk_users only."""
+    for events, truth in _chunks(params, chunk_users):
+        yield events.to_pandas(), truth.to_pandas()
+
+
+def generate_shop(params: GenerateParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Generate the whole shop: (events sorted by user_id, event_time; ground truth per user)."""
+    parts = list(iter_shop(params))
+    events = pd.concat([p[0] for p in parts], ignore_index=True)
+    truth = pd.concat([p[1] for p in parts], ignore_index=True)
+    return events, truth
+
+
+def write_shop(params: GenerateParams, events_path: str | Path, truth_path: str | Path) -> dict[str, int]:
+    """Stream the shop into two Parquet files atomically and return row counts."""
+    counts = {"users": 0, "events": 0, "churned": 0, "returned": 0, "purchases": 0}
+    with atomic_path(events_path) as ev_tmp, atomic_path(truth_path) as tr_tmp:
+        ev_writer = tr_writer = None
+        try:
+            for events, truth in _chunks(params, 50_000):
+                if ev_writer is None:
+                    ev_writer = pq.ParquetWriter(ev_tmp, events.schema)
+                    tr_writer = pq.ParquetWriter(tr_tmp, truth.schema)
+                ev_writer.write_table(events)
+                tr_writer.write_table(truth)
+                counts["events"] += events.num_rows
+                counts["users"] += truth.num_rows
+                counts["churned"] += truth.num_rows - truth["churn_time"].null_count
+                counts["returned"] += int(pc.sum(truth["returned"]).as_py() or 0)
+                counts["purchases"] += int(pc.sum(pc.equal(events["event_type"], "purchase")).as_py() or 0)
+        finally:
+            for writer in (ev_writer, tr_writer):
+                if writer is not None:
+                    writer.close()
+    return counts

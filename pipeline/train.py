@@ -1,0 +1,139 @@
+"""Time-ordered split, LightGBM with early stopping, and calibration on a later slice."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
+
+from pipeline.config import TrainParams
+
+LABEL = "churned"
+KEYS = ("user_id", "cutoff")
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """Cutoffs per role; every label window of an earlier role closes by the next role's cutoff."""
+
+    train: list[dt.date]
+    validation: dt.date
+    calibration: dt.date
+    test: dt.date
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain form for JSON and MLflow."""
+        return {
+            "train_first": self.train[0].isoformat(),
+            "train_last": self.train[-1].isoformat(),
+            "train_cutoffs": len(self.train),
+            "validation": self.validation.isoformat(),
+            "calibration": self.calibration.isoformat(),
+            "test": self.test.isoformat(),
+        }
+
+
+def _latest_closed_by(cutoffs: list[dt.date], bound: dt.date, horizon: int) -> list[dt.date]:
+    return [c for c in cutoffs if c + dt.timedelta(days=horizon) <= bound]
+
+
+def time_split(cutoffs: list[dt.date], horizon_days: int, max_train_cutoffs: int | None = None) -> TimeSplit:
+    """Test = last cutoff; calibration, validation and training each end a full horizon earlier.
+
+    This emulates production: the model evaluated at `test` never saw a label whose window was
+    still open at `test`.
+    """
+    cutoffs = sorted(cutoffs)
+    test = cutoffs[-1]
+    cal = _latest_closed_by(cutoffs, test, horizon_days)
+    val = _latest_closed_by(cal, cal[-1], horizon_days) if cal else []
+    train = _latest_closed_by(val, val[-1], horizon_days) if val else []
+    if not train:
+        span = 3 * horizon_days
+        raise ValueError(
+            f"not enough labelable history: the time split needs training cutoffs at least {span} days "
+            f"before the last labelable cutoff {test} (have {cutoffs[0]}..{test}); use more data, "
+            "a shorter labels.horizon_days, or an earlier features.first_cutoff"
+        )
+    if max_train_cutoffs:
+        train = train[-max_train_cutoffs:]
+    return TimeSplit(train=train, validation=val[-1], calibration=cal[-1], test=test)
+
+
+def usable_features(train_rows: pd.DataFrame, candidates: list[str]) -> list[str]:
+    """Catalogue features present in the data that vary in training (no all-null or constant column)."""
+    out = []
+    for name in candidates:
+        if name in train_rows and train_rows[name].nunique(dropna=False) > 1:
+            out.append(name)
+    return out
+
+
+def matrix(rows: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    """Model input: float64 columns in the model's feature order (pandas 3 strings never reach LightGBM)."""
+    return rows[features].astype("float64")
+
+
+def fit_booster(
+    X_train: pd.DataFrame,
+    y_train: np.ndarray,
+    X_val: pd.DataFrame,
+    y_val: np.ndarray,
+    tp: TrainParams,
+    seed: int,
+    threads: int,
+) -> lgb.LGBMClassifier:
+    """LightGBM with early stopping on the validation slice; deterministic for a seed and thread count."""
+    model = lgb.LGBMClassifier(
+        objective="binary",
+        n_estimators=tp.n_estimators,
+        learning_rate=tp.learning_rate,
+        num_leaves=tp.num_leaves,
+        min_child_samples=tp.min_child_samples,
+        subsample=tp.subsample,
+        subsample_freq=tp.subsample_freq,
+        colsample_bytree=tp.colsample_bytree,
+        reg_lambda=tp.reg_lambda,
+        random_state=seed,
+        n_jobs=threads,
+        deterministic=True,
+        force_row_wise=True,
+        verbose=-1,
+    )
+    model.fit(
+        X_train,
+        y_train,
+        eval_set=[(X_val, y_val)],
+        eval_metric="binary_logloss",
+        callbacks=[lgb.early_stopping(tp.early_stopping_rounds, verbose=False)],
+    )
+    return model
+
+
+def calibration_method(tp: TrainParams, n_rows: int) -> str:
+    """Isotonic needs enough rows to be stable; fall back to sigmoid below the threshold."""
+    if tp.calibration != "auto":
+        return tp.calibration
+    return "isotonic" if n_rows >= tp.isotonic_min_rows else "sigmoid"
+
+
+def calibrate(model: lgb.LGBMClassifier, X_cal: pd.DataFrame, y_cal: np.ndarray, method: str) -> CalibratedClassifierCV:
+    """Calibrate the frozen booster on a later slice than it was trained and early-stopped on."""
+    cal = CalibratedClassifierCV(FrozenEstimator(model), method=method)
+    return cal.fit(X_cal, y_cal)
+
+
+def inner_booster(calibrated: CalibratedClassifierCV) -> lgb.LGBMClassifier:
+    """The LightGBM model inside a calibrated wrapper (for SHAP contributions in log-odds space)."""
+    frozen = calibrated.calibrated_classifiers_[0].estimator
+    return getattr(frozen, "estimator", frozen)
+
+
+def model_feature_names(calibrated: CalibratedClassifierCV) -> list[str]:
+    """Feature names the model was trained on, in order."""
+    return list(inner_booster(calibrated).feature_name_)
