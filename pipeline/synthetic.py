@@ -44,16 +44,16 @@ _TIER_SPEND = np.array([300.0, 900.0, 2200.0])
 _TIER_HAZARD = np.array([1.0, 0.72, 0.52, 0.38])
 
 # Hazard = base * tier factor * (background + sum of planted excesses); "none" is the background.
-_BASE_HAZARD = 1 / 1100  # median daily hazard with no planted cause
-_NEW_USER_EXCESS = 2.0  # newcomers leave more often: excess decays with a 30-day scale
-_W_LOGISTICS = 0.45  # per day of delivery delay seen recently (decayed)
-_W_SERVICE = 2.5  # per support ticket still open
-_W_SATISFACTION = 2.0  # per bad (<= 2) rating given recently (decayed)
-_W_PROMOTION = 7.0  # times squared coupon share, once promotions have ended
-_W_ENGAGEMENT = 5.0  # times the fraction of activity that has faded away
-_LOGISTICS_DECAY = 0.5 ** (1 / 45)
-_SATISFACTION_DECAY = 0.5 ** (1 / 60)
-_NEW_USER_DECAY = np.exp(-1 / 30)
+_BASE_HAZARD = 1 / 2500  # median daily hazard with no planted cause
+_NEW_USER_EXCESS = 10.0  # newcomers leave more often: excess decays with a 30-day scale
+_W_LOGISTICS = 100.0  # per day of delivery delay seen recently (decayed)
+_W_SERVICE = 300.0  # per support ticket still open
+_W_SATISFACTION = 300.0  # per bad (<= 2) rating given recently (decayed)
+_W_PROMOTION = 200.0  # times squared coupon share, once promotions have ended
+_W_ENGAGEMENT = 150.0  # times the fraction of activity that has faded away
+_LOGISTICS_DECAY = 0.5 ** (1 / 15)
+_SATISFACTION_DECAY = 0.5 ** (1 / 20)
+_NEW_USER_DECAY = np.exp(-1 / 20)
 _DISCOUNTS = np.array([0.1, 0.15, 0.2, 0.3])  # coupon value as a share of the order
 
 _RETURN_P = 0.1  # churned users who come back (some fall after the span, so ~6-8% are seen)
@@ -134,10 +134,10 @@ def _draw_users(rng: np.random.Generator, n: int, cal: _Calendar) -> _Users:
         n=n,
         signup_day=signup_day,
         rate=np.minimum(rng.lognormal(np.log(0.075), 0.9, n), 2.5),
-        p_cart=np.clip(rng.beta(2, 7, n), 0.02, 0.8),
-        p_buy=np.clip(rng.beta(3, 4, n), 0.05, 0.95),
+        p_cart=np.clip(rng.beta(3, 6, n), 0.02, 0.8),
+        p_buy=np.clip(rng.beta(5, 3, n), 0.05, 0.95),
         basket=rng.lognormal(np.log(45), 0.55, n),
-        views=1 + rng.lognormal(np.log(2.5), 0.5, n),
+        views=1 + rng.lognormal(np.log(1.8), 0.5, n),
         promo_dependent=promo_dependent,
         p_late=np.where(unlucky, rng.uniform(0.3, 0.6, n), rng.uniform(0.02, 0.1, n)),
         taste=np.where(mismatched, rng.normal(2.6, 0.4, n), rng.normal(4.3, 0.35, n)),

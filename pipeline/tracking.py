@@ -62,6 +62,6 @@ def load_model(uri: str) -> Any:
 def alias_version(client: MlflowClient, model_name: str, alias: str) -> str | None:
     """The registered version an alias points at, or None."""
     try:
-        return client.get_model_version_by_alias(model_name, alias).version
+        return str(client.get_model_version_by_alias(model_name, alias).version)
     except MlflowException:
         return None

@@ -108,7 +108,8 @@ def fit_booster(
     model.fit(
         X_train,
         y_train,
-        eval_set=[(X_val, y_val)],
+        eval_X=(X_val,),
+        eval_y=(y_val,),
         eval_metric="binary_logloss",
         callbacks=[lgb.early_stopping(tp.early_stopping_rounds, verbose=False)],
     )

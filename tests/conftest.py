@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny real event tables run on a real DuckDB connection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.events import CANONICAL_COLUMNS, ROLES
+from pipeline.config import Params
+from pipeline.engine import connect
+
+
+def make_events(rows: list[dict]) -> pd.DataFrame:
+    """A canonical events frame from partial row dicts (missing columns are null)."""
+    df = pd.DataFrame(rows)
+    for col, dtype in CANONICAL_COLUMNS.items():
+        if col not in df:
+            df[col] = None
+        if dtype == "float64":
+            df[col] = pd.to_numeric(df[col], errors="raise").astype("float64")
+        elif dtype.startswith("timestamp"):
+            df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601").astype("datetime64[us, UTC]")
+        else:
+            df[col] = df[col].astype(object)
+    return df[list(CANONICAL_COLUMNS)]
+
+
+def random_events(n_users: int = 40, days: int = 240, seed: int = 0) -> pd.DataFrame:
+    """Random events of every role, with amounts, delays, ratings and tiers, over `days` from 2024-01-01."""
+    rng = np.random.default_rng(seed)
+    n = n_users * 25
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    roles = rng.choice(list(ROLES), size=n)
+    secs = rng.integers(0, days * 86_400, size=n)
+    df = pd.DataFrame(
+        {
+            "user_id": [f"u{i:03d}" for i in rng.integers(0, n_users, size=n)],
+            "event_time": start + pd.to_timedelta(secs, unit="s"),
+            "event_type": roles,
+            "amount": np.where(roles == "purchase", rng.gamma(2, 20, n), np.where(roles == "refund", -10.0, np.nan)),
+            "order_id": np.where(roles == "purchase", [f"o{i}" for i in range(n)], None),
+            "discount": np.where(roles == "purchase", rng.choice([0.0, 5.0], n), np.nan),
+            "rating": np.where(roles == "review", rng.integers(1, 6, n), np.nan),
+            "delivery_delay_days": np.where(roles == "delivery", rng.integers(0, 8, n), np.nan),
+            "tier": np.where(roles == "membership", rng.integers(1, 4, n), np.nan),
+        }
+    )
+    return make_events(df.to_dict("records"))
+
+
+@pytest.fixture
+def params() -> Params:
+    """Default params with short windows suited to tiny fixtures."""
+    p = Params()
+    return p.model_copy(
+        update={
+            "features": p.features.model_copy(update={"windows": [7, 30, 60]}),
+            "labels": p.labels.model_copy(update={"horizon_days": 30, "lookback_days": 60}),
+        }
+    )
+
+
+@pytest.fixture
+def con(params: Params):
+    """A real DuckDB connection pinned to UTC."""
+    return connect(params)

@@ -1,0 +1,95 @@
+"""The whole pipeline through real DVC, MLflow (sqlite) and DuckDB on a small synthetic shop."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.score import LIST_COLUMNS
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+def _env(workdir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # the stages call the `winback` console script of the interpreter running the tests
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    res = subprocess.run(args, cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, f"{' '.join(args)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
+    return res
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project (code, dvc.yaml, small params) where `dvc repro` has run once."""
+    work = tmp_path_factory.mktemp("project")
+    for name in ("features", "pipeline"):
+        shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    text = (REPO / "params.yaml").read_text()
+    assert "users: 5000" in text
+    (work / "params.yaml").write_text(text.replace("users: 5000", "users: 2500"))
+    dvc = str(Path(sys.executable).parent / "dvc")
+    _run([dvc, "init", "--no-scm", "-q"], work)
+    _run([dvc, "repro"], work)
+    return work
+
+
+def test_list_contract(project: Path) -> None:
+    latest = json.loads((project / "outputs" / "latest.json").read_text())
+    out_dir = project / "outputs" / "winback" / latest["as_of"]
+    lst = pd.read_csv(out_dir / "winback.csv", dtype={"user_id": str})
+    assert tuple(lst.columns) == LIST_COLUMNS
+    assert lst["rank"].tolist() == list(range(1, len(lst) + 1))
+    assert lst["churn_probability"].between(0, 1).all()
+    assert lst["reason_1"].notna().all() and (lst["reason_1"].str.len() > 0).all()
+    assert set(lst["group"]) == {"treatment", "holdout"}
+    assert lst["user_id"].is_unique
+    assert (lst["as_of"] == latest["as_of"]).all()
+    parquet = pd.read_parquet(out_dir / "winback.parquet")
+    assert len(parquet) == len(lst)
+    assert (out_dir / "report.html").stat().st_size > 5000
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["users"] == len(lst)
+
+
+def test_model_beats_the_baseline_out_of_time(project: Path) -> None:
+    ev = json.loads((project / "metrics" / "evaluate.json").read_text())
+    metrics = {"roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top10", "recall_top10"}
+    for model in ("model", "baseline_recency"):
+        assert metrics <= set(ev[model])
+    assert ev["model"]["roc_auc"] > ev["baseline_recency"]["roc_auc"]
+    assert ev["model"]["pr_auc"] > ev["baseline_recency"]["pr_auc"]
+    assert ev["promotion"]["decision"] == "promoted"
+
+
+def test_ingest_accounting_and_champion_registered(project: Path) -> None:
+    ing = json.loads((project / "metrics" / "ingest.json").read_text())
+    assert ing["accepted"] + ing["rejected"] + ing["duplicates"] == ing["total"] > 0
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("winback-churn", "champion")
+    train = json.loads((project / "models" / "train.json").read_text())
+    assert str(champion.version) == train["model_version"]
+
+
+def test_second_repro_does_nothing(project: Path) -> None:
+    dvc = str(Path(sys.executable).parent / "dvc")
+    res = _run([dvc, "repro"], project)
+    assert "up to date" in res.stdout.lower(), res.stdout
+    assert "Running stage" not in res.stdout

@@ -1,0 +1,73 @@
+"""The win-back list contract: columns, ranks, tiers, segments, actions and the holdout group."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import ScoreParams
+from pipeline.score import LIST_COLUMNS, holdout_groups, recommended_actions, winback_list
+
+AS_OF = dt.date(2026, 7, 1)
+
+
+def _inputs(n: int = 400, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    rows = pd.DataFrame(
+        {
+            "user_id": [f"u{i:04d}" for i in range(n)],
+            "tenure_days": rng.integers(1, 700, n).astype(float),
+            "revenue_total": rng.gamma(2, 100, n),
+            "days_since_last_activity": rng.integers(0, 90, n).astype(float),
+        }
+    )
+    reasons = pd.DataFrame(
+        {"reason_1": "r1", "reason_2": "r2", "reason_3": "r3",
+         "driver_family": rng.choice(["service", "logistics", "engagement"], n)}
+    )
+    return rows, rng.random(n), reasons
+
+
+def test_list_contract() -> None:
+    rows, p, reasons = _inputs()
+    sp = ScoreParams(actions={"service": {"*": "call"}, "*": {"new": "second-order offer"}})
+    lst = winback_list(rows, p, reasons, sp, 60, AS_OF, "3")
+    assert tuple(lst.columns) == LIST_COLUMNS
+    assert lst["rank"].tolist() == list(range(1, len(rows) + 1))
+    assert lst["churn_probability"].is_monotonic_decreasing
+    assert set(lst["group"]) == {"holdout", "treatment"}
+    assert set(lst["risk_tier"]) == {"high", "medium", "low"}
+    high = lst[lst["risk_tier"] == "high"]["churn_probability"]
+    assert (high >= 0.5).all()
+    assert (lst["value_at_risk"] >= 0).all()
+    assert (lst.loc[lst["segment"] == "new", "recommended_action"] == "second-order offer").all()
+    svc = lst[(lst["driver_family"] == "service") & (lst["segment"] != "new")]
+    assert (svc["recommended_action"] == "call").all()
+    assert lst["model_version"].unique().tolist() == ["3"]
+
+
+def test_rank_by_value_at_risk() -> None:
+    rows, p, reasons = _inputs()
+    lst = winback_list(rows, p, reasons, ScoreParams(rank_by="value_at_risk"), 60, AS_OF, "1")
+    assert lst["value_at_risk"].is_monotonic_decreasing
+
+
+def test_holdout_is_deterministic_independent_of_other_users_and_near_the_fraction() -> None:
+    ids = pd.Series([f"user-{i}" for i in range(20_000)])
+    g = holdout_groups(ids, AS_OF, 0.1, seed=1)
+    assert abs((g == "holdout").mean() - 0.1) < 0.01
+    np.testing.assert_array_equal(g[:50], holdout_groups(ids[:50][::-1], AS_OF, 0.1, seed=1)[::-1])
+    other_day = holdout_groups(ids, AS_OF + dt.timedelta(days=7), 0.1, seed=1)
+    assert (g != other_day).any()
+
+
+def test_action_lookup_precedence() -> None:
+    sp = ScoreParams(
+        actions={"service": {"*": "care", "high-value": "vip care"}, "*": {"high-value": "perks"}},
+        default_action="recs",
+    )
+    fam = pd.Series(["service", "service", "logistics", "logistics"])
+    seg = np.array(["high-value", "active", "high-value", "active"])
+    assert recommended_actions(fam, seg, sp) == ["vip care", "care", "perks", "recs"]
