@@ -90,3 +90,21 @@ def curves(y: np.ndarray, scores: dict[str, np.ndarray], bins: int = 10) -> dict
         )
         out["gains"].append(_thin(gains).assign(model=name))
     return {k: pd.concat(v, ignore_index=True) for k, v in out.items()}
+
+
+def calibration_figure(calibration: pd.DataFrame):  # noqa: ANN201 - a matplotlib Figure
+    """Reliability diagram: observed churn rate against mean predicted probability, per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", label="perfect")
+    for name, part in calibration.groupby("model", sort=True):
+        ax.plot(part["mean_predicted"], part["observed_rate"], marker="o", label=name)
+    ax.set_xlabel("mean predicted churn probability")
+    ax.set_ylabel("observed churn rate")
+    ax.legend()
+    fig.tight_layout()
+    return fig

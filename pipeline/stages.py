@@ -18,7 +18,7 @@ from pipeline.build import build_snapshots, data_span, labelable_cutoffs, rollup
 from pipeline.config import Params
 from pipeline.engine import connect, read_events
 from pipeline.explain import family_totals, global_importance, plot_bar, plot_beeswarm, shap_values
-from pipeline.metrics import classification_metrics, curves
+from pipeline.metrics import calibration_figure, classification_metrics, curves
 from pipeline.paths import Paths
 from pipeline.reasons import top_reasons
 from pipeline.score import list_summary, winback_list
@@ -120,6 +120,7 @@ def train(params: Params, paths: Paths) -> dict:
             }
         )
         mlflow.log_dict(catalogue_table(params.features.windows), "feature_catalogue.json")
+        mlflow.log_dict(params.model_dump(mode="json"), "params.json")
         info = tracking.log_calibrated_model(model, matrix(ca, names).head(5), params.mlflow.model_name)
     result = {
         "run_id": run.info.run_id,
@@ -161,7 +162,8 @@ def evaluate(params: Params, paths: Paths) -> dict:
     }
     ep = params.evaluate
     results = {name: classification_metrics(y, p, ep.top_fraction, ep.calibration_bins) for name, p in scores.items()}
-    for curve, df in curves(y, scores, ep.calibration_bins).items():
+    results_curves = curves(y, scores, ep.calibration_bins)
+    for curve, df in results_curves.items():
         for model_name, part in df.groupby("model", sort=True):
             io.write_csv(part.drop(columns="model"), paths.plots / curve / f"{model_name}.csv")
     preds = test[["user_id", "cutoff", LABEL]].assign(**{f"p_{k}": v for k, v in scores.items()})
@@ -172,6 +174,8 @@ def evaluate(params: Params, paths: Paths) -> dict:
         mlflow.log_metrics({f"test_{k}": v for k, v in results["model"].items() if isinstance(v, float)})
         mlflow.log_metrics({f"baseline_{k}": v for k, v in results["baseline_recency"].items() if isinstance(v, float)})
         mlflow.set_tag("promotion", decision["decision"])
+        mlflow.log_artifacts(str(paths.plots), artifact_path="plots")
+        mlflow.log_figure(calibration_figure(results_curves["calibration"]), "plots/calibration.png")
     out = {"test_cutoff": split["test"], **results, "promotion": decision}
     io.write_json(out, paths.metrics("evaluate"))
     io.write_json(decision, paths.champion_info)

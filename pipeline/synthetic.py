@@ -39,23 +39,28 @@ _SESSION, _VIEW, _SEARCH, _CART, _PURCHASE, _REFUND, _SUPPORT, _RESOLVED, _REVIE
 # Every follow-up of a purchase lands within this many days of it, so the ring buffers that hold
 # not-yet-observed effects never wrap onto a pending slot.
 _RING = 64
+_MAX_DELAY = 30.0
 # Lifetime spend needed for tiers 1..3, and the hazard factor each tier gives (loyalty).
 _TIER_SPEND = np.array([300.0, 900.0, 2200.0])
 _TIER_HAZARD = np.array([1.0, 0.72, 0.52, 0.38])
 
 # Hazard = base * tier factor * (background + sum of planted excesses); "none" is the background.
-_BASE_HAZARD = 1 / 2500  # median daily hazard with no planted cause
+_BASE_HAZARD = 1 / 4000  # median daily hazard with no planted cause
 _NEW_USER_EXCESS = 10.0  # newcomers leave more often: excess decays with a 30-day scale
-_W_LOGISTICS = 100.0  # per day of delivery delay seen recently (decayed)
-_W_SERVICE = 300.0  # per support ticket still open
-_W_SATISFACTION = 300.0  # per bad (<= 2) rating given recently (decayed)
-_W_PROMOTION = 200.0  # times squared coupon share, once promotions have ended
+_W_LOGISTICS = 30.0  # per day of delivery delay seen recently (decayed)
+_W_SERVICE = 150.0  # per support ticket still open
+_W_SATISFACTION = 150.0  # per bad (<= 2) rating given recently (decayed)
+_W_PROMOTION = 150.0  # times squared coupon share, once promotions have ended
 _W_ENGAGEMENT = 150.0  # times the fraction of activity that has faded away
-_LOGISTICS_DECAY = 0.5 ** (1 / 15)
-_SATISFACTION_DECAY = 0.5 ** (1 / 20)
+_WITHDRAWAL = 1 / 30  # activity divides by (1 + this * grievance excess)
+_LOGISTICS_DECAY = 0.5 ** (1 / 30)
+_SATISFACTION_DECAY = 0.5 ** (1 / 45)
 _NEW_USER_DECAY = np.exp(-1 / 20)
 _DISCOUNTS = np.array([0.1, 0.15, 0.2, 0.3])  # coupon value as a share of the order
 
+# Alive users sometimes pause (holidays, busy weeks): silence alone must not mean churn.
+_BREAK_P = 1 / 200
+_BREAK_DAYS = (10, 70)
 _RETURN_P = 0.1  # churned users who come back (some fall after the span, so ~6-8% are seen)
 _SESSION_HOURS = np.array(  # session start hour weights; none after 21h so a session ends by midnight
     [0.25, 0.12, 0.06, 0.05, 0.05, 0.1, 0.3, 0.6, 0.8, 0.9, 1.0, 1.0,
@@ -126,18 +131,18 @@ def _draw_users(rng: np.random.Generator, n: int, cal: _Calendar) -> _Users:
     weight[: min(30, cal.n_days)] += 4.0
     signup_day = np.sort(rng.choice(cal.n_days, size=n, p=weight / weight.sum()))
     promo_dependent = rng.random(n) < np.where(cal.promo[signup_day], 0.22, 0.04)
-    unlucky = rng.random(n) < 0.15
+    unlucky = rng.random(n) < 0.2
     mismatched = rng.random(n) < 0.15
     fader = rng.random(n) < 0.3
     fade_start = np.where(fader, signup_day + 14 + rng.exponential(160, n), np.inf)
     return _Users(
         n=n,
         signup_day=signup_day,
-        rate=np.minimum(rng.lognormal(np.log(0.075), 0.9, n), 2.5),
-        p_cart=np.clip(rng.beta(3, 6, n), 0.02, 0.8),
-        p_buy=np.clip(rng.beta(5, 3, n), 0.05, 0.95),
+        rate=np.minimum(0.035 + rng.lognormal(np.log(0.07), 1.0, n), 2.5),
+        p_cart=np.clip(rng.beta(4, 5, n), 0.02, 0.8),
+        p_buy=np.clip(rng.beta(6, 3, n), 0.05, 0.95),
         basket=rng.lognormal(np.log(45), 0.55, n),
-        views=1 + rng.lognormal(np.log(1.8), 0.5, n),
+        views=1 + rng.lognormal(np.log(2.4), 0.5, n),
         promo_dependent=promo_dependent,
         p_late=np.where(unlucky, rng.uniform(0.3, 0.6, n), rng.uniform(0.02, 0.1, n)),
         taste=np.where(mismatched, rng.normal(2.6, 0.4, n), rng.normal(4.3, 0.35, n)),
@@ -209,16 +214,18 @@ def _geometric(uniform: np.ndarray, p: float | np.ndarray) -> np.ndarray:
 
 
 def _simulate(rng: np.random.Generator, u: _Users, cal: _Calendar) -> _Log:
-    n = u.n
-    signups = np.searchsorted(u.signup_day, np.arange(cal.n_days + 1))
-    fade_day = np.minimum(np.ceil(u.fade_start), cal.n_days).astype(np.int64)
-    fade_order = np.argsort(fade_day, kind="stable")
-    fade_starts = np.searchsorted(fade_day[fade_order], np.arange(cal.n_days + 1))
+    n, n_days = u.n, cal.n_days
+    fade_week = np.minimum(np.ceil(u.fade_start), n_days).astype(np.int64) // 7
     fade_step = np.exp(-1.0 / u.fade_days)
     coupon_p = np.where(u.promo_dependent, 0.85, 0.12)
+    signups = np.searchsorted(u.signup_day, np.arange(0, n_days + 7, 7))
+    never = n_days + 1
 
-    alive = np.zeros(n, bool)
-    at_risk = np.zeros(n, bool)  # alive and never churned: truth records one churn per user
+    at_risk = np.zeros(n, bool)  # signed up, never churned: truth records one churn per user
+    active_from = np.full(n, never)  # active on days in [active_from, active_until) outside breaks
+    active_until = np.full(n, never)
+    break_from = np.zeros(n, np.int64)
+    break_until = np.zeros(n, np.int64)
     churn_day = np.full(n, -1)
     return_day = np.full(n, -1)
     last_return = -1
@@ -233,13 +240,12 @@ def _simulate(rng: np.random.Generator, u: _Users, cal: _Calendar) -> _Log:
     promo_risk = np.zeros(n)  # squared share of orders that used a coupon
     spend = np.zeros(n)
     tier = np.zeros(n, np.int64)
-    base = u.base_hazard.copy()  # includes the loyalty factor of the current tier
+    base = u.base_hazard.copy()  # times the loyalty factor of the current tier
     fade = np.ones(n)
-    fading = np.ones(n)  # daily factor on `fade`: < 1 once the user's engagement starts to fade
+    fading = np.ones(n)  # daily factor on `fade`, < 1 once the user's engagement fades
     comeback = np.ones(n)
     drift = np.zeros(n)
-    rate = rate_alive = np.zeros(n)
-    # effects of follow-ups (deliveries, reviews, tickets) count only from the day they happen
+    # effects of follow-ups (deliveries, reviews, tickets) count from the day they happen
     ring_delay = np.zeros((_RING, n))
     ring_bad = np.zeros((_RING, n))
     ring_open = np.zeros((_RING, n))
@@ -249,22 +255,21 @@ def _simulate(rng: np.random.Generator, u: _Users, cal: _Calendar) -> _Log:
 
     out: dict[str, list[np.ndarray]] = {k: [] for k in _Log.__dataclass_fields__}
     n_sessions = n_purchases = 0
-    for d in range(cal.n_days):
-        promo = bool(cal.promo[d])
-        if d % 7 == 0 or promo != cal.promo[d - 1]:
-            if d % 7 == 0:
-                drift = 0.85 * drift + rng.normal(0.0, 0.2, n)
-            mood = np.where(u.promo_dependent, 1.2 if promo else 0.45, 1.0)
-            rate = u.rate * mood * comeback * np.exp(drift)
-            rate_alive = rate * alive
-            p_buy = u.p_buy * np.where(u.promo_dependent, 1.2 if promo else 0.35, 1.0)
+    # One step per week: states are read at the week's start, so what a user lives through this week
+    # weighs on their hazard and mood from next week on.
+    for week in range(-(-n_days // 7)):
+        d0, d1 = 7 * week, min(7 * week + 7, n_days)
+        days = np.arange(d0, d1)
+        nd = d1 - d0
 
-        # --- churn, from what each user's events showed up to yesterday
-        excess = newness + _W_LOGISTICS * logistics + _W_SERVICE * open_tickets
-        excess += _W_SATISFACTION * bad_ratings + _W_ENGAGEMENT * (1.0 - fade)
-        if cal.promo_over[d] > 0:
-            excess += (_W_PROMOTION * cal.promo_over[d]) * promo_risk
-        churned = np.flatnonzero(at_risk & (rng.random(n) < base * (1.0 + excess)))
+        # --- churn (and pauses), from what each user's events have shown so far
+        grievance = _W_LOGISTICS * logistics + _W_SERVICE * open_tickets + _W_SATISFACTION * bad_ratings
+        if cal.promo_over[d0] > 0:
+            grievance += (_W_PROMOTION * cal.promo_over[d0]) * promo_risk
+        hazard = base * (1.0 + newness + grievance + _W_ENGAGEMENT * (1.0 - fade))
+        p_churn = -np.expm1(-nd * hazard)
+        draw = rng.random(n)
+        churned = np.flatnonzero(at_risk & (draw < p_churn))
         if churned.size:
             share = np.stack(
                 [
@@ -272,64 +277,81 @@ def _simulate(rng: np.random.Generator, u: _Users, cal: _Calendar) -> _Log:
                     _W_LOGISTICS * logistics[churned],
                     _W_SERVICE * open_tickets[churned],
                     _W_SATISFACTION * bad_ratings[churned],
-                    _W_PROMOTION * cal.promo_over[d] * promo_risk[churned],
+                    _W_PROMOTION * cal.promo_over[d0] * promo_risk[churned],
                     _W_ENGAGEMENT * (1.0 - fade[churned]),
                 ]
             )
             cause[churned] = share.argmax(axis=0)
-            alive[churned] = at_risk[churned] = False
-            rate_alive[churned] = 0.0
-            churn_day[churned] = d
-            back = d + rng.integers(30, 183, churned.size)
-            comes_back = (rng.random(churned.size) < _RETURN_P) & (back < cal.n_days)
+            at_risk[churned] = False
+            # the conditional draw is uniform on [0, 1): reuse it for the day within the week
+            day = d0 + (draw[churned] / p_churn[churned] * nd).astype(np.int64)
+            churn_day[churned] = active_until[churned] = day
+            back = day + rng.integers(30, 183, churned.size)
+            comes_back = (rng.random(churned.size) < _RETURN_P) & (back < n_days)
             return_day[churned[comes_back]] = back[comes_back]
             last_return = max(last_return, int(back[comes_back].max(initial=-1)))
-        returning = np.flatnonzero(return_day == d) if d <= last_return else None
-        if returning is not None and returning.size:
-            # a comeback starts from a clean slate, at a lower and steady activity level
-            alive[returning] = True
+        p_pause = nd * _BREAK_P
+        pausing = np.flatnonzero((draw >= p_churn) & (draw < p_churn + p_pause) & (break_until <= d0))
+        break_from[pausing] = d0 + ((draw[pausing] - p_churn[pausing]) / p_pause * nd).astype(np.int64)
+        break_until[pausing] = break_from[pausing] + rng.integers(*_BREAK_DAYS, pausing.size)
+
+        returning = np.zeros(0, np.int64)
+        if d0 <= last_return:
+            returning = np.flatnonzero((return_day >= d0) & (return_day < d1))
+        if returning.size:
+            # a comeback starts from a clean slate, at a lower, steady activity level
+            active_from[returning] = return_day[returning]
+            active_until[returning] = never
             fading[returning] = fade[returning] = 1.0
             comeback[returning] = 0.6
-            rate[returning] *= 0.6
-            rate_alive[returning] = rate[returning]
             logistics[returning] = bad_ratings[returning] = open_tickets[returning] = 0.0
-        lo, hi = signups[d], signups[d + 1]
-        alive[lo:hi] = at_risk[lo:hi] = True
-        newness[lo:hi] = _NEW_USER_EXCESS
-        rate_alive[lo:hi] = rate[lo:hi]
-        starters = fade_order[fade_starts[d] : fade_starts[d + 1]]
+        new = np.arange(signups[week], signups[week + 1])
+        active_from[new] = u.signup_day[new]
+        starters = np.flatnonzero(fade_week == week)
         fading[starters] = np.where(comeback[starters] == 1.0, fade_step[starters], 1.0)
 
-        # --- sessions and their funnel
-        k = rng.poisson(rate_alive * (fade * cal.activity[d]))
-        k[lo:hi] = np.maximum(k[lo:hi], 1)
-        if returning is not None and returning.size:
-            k[returning] = np.maximum(k[returning], 1)
+        # --- sessions, day by user; unhappy users stay away before they leave for good
+        drift = 0.85 * drift + rng.normal(0.0, 0.2, n)
+        promo = cal.promo[d0:d1, None]
+        mood = np.where(u.promo_dependent, np.where(promo, 1.2, 0.45), 1.0)
+        rate = u.rate * comeback * np.exp(drift) / (1.0 + _WITHDRAWAL * grievance)
+        step = np.arange(nd)[:, None]
+        col = days[:, None]
+        on = (col >= active_from) & (col < active_until) & ((col < break_from) | (col >= break_until))
+        lam = (rate * fade) * (mood * fading**step) * cal.activity[d0:d1, None] * on
+        k = rng.poisson(lam)
+        k[u.signup_day[new] - d0, new] = np.maximum(k[u.signup_day[new] - d0, new], 1)
+        if returning.size:
+            k[return_day[returning] - d0, returning] = np.maximum(k[return_day[returning] - d0, returning], 1)
         np.minimum(k, 12, out=k)
-        active = np.flatnonzero(k)
-        su = np.repeat(active, k[active])
+        sd, su = np.nonzero(k)
+        reps = k[sd, su]
+        su = np.repeat(su, reps)
+        sd = np.repeat(sd + d0, reps).astype(np.int32)
         r = per_session.take(su.size)
-        cart = r[0] < u.p_cart[su] * cal.buying[d]
-        buy = cart & (r[1] < p_buy[su])
+        cart = r[0] < u.p_cart[su] * cal.buying[sd]
+        dep = u.promo_dependent[su]
+        conv = u.p_buy[su] * np.where(dep, np.where(cal.promo[sd], 1.2, 0.35), 1.0)
+        buy = cart & (r[1] < conv)
         stray = np.flatnonzero(r[2] < 0.004)  # account or payment questions, unrelated to orders
         out["s_user"].append(su)
-        out["s_day"].append(np.full(su.size, d, np.int32))
+        out["s_day"].append(sd)
         out["s_cart"].append(cart)
         out["s_buy"].append(buy)
 
         # --- purchases and what follows them
         bought = np.flatnonzero(buy)
-        pu = su[bought]
+        pu, pd_ = su[bought], sd[bought]
         m = pu.size
         r = per_purchase.take(m)
         quantity = _geometric(r[0], 0.6)
         gross = u.basket[pu] * quantity**0.7 * np.exp(0.35 * r[17])
-        coupon = (r[1] < coupon_p[pu]) if promo else np.zeros(m, bool)
+        coupon = cal.promo[pd_] & (r[1] < coupon_p[pu])
         discount = np.where(coupon, np.round(gross * _DISCOUNTS[(r[2] * _DISCOUNTS.size).astype(np.int64)], 2), 0.0)
         amount = np.round(gross, 2) - discount
         long_delay = (r[5] < 0.1) * (6.0 + np.floor(r[6] * 14.0))
-        delay = (r[3] < u.p_late[pu]) * (_geometric(r[4], 0.35) + long_delay)
-        t_delivery = d + 1.33 + np.floor(r[7] * 5.0) + delay + 0.5 * r[8]
+        delay = (r[3] < u.p_late[pu]) * np.minimum(_geometric(r[4], 0.35) + long_delay, _MAX_DELAY)
+        t_delivery = pd_ + 1.33 + np.floor(r[7] * 5.0) + delay + 0.5 * r[8]
         rating = np.clip(np.round(u.taste[pu] - 0.3 * delay + 0.6 * r[18]), 1.0, 5.0)
         bad = rating <= 2.0
         reviewed = r[9] < 0.22 + 0.2 * (delay > 2) + 0.2 * bad
@@ -352,9 +374,11 @@ def _simulate(rng: np.random.Generator, u: _Users, cal: _Calendar) -> _Log:
         if k_session.size:
             tu = su[k_session]
             r = per_ticket.take(tu.size)
-            t_ticket = np.concatenate([t_delivery[ticket] + 0.05 + 2.95 * r[0, : ticket.sum()],
-                                       d + 1.0 + r[0, ticket.sum() :]])
+            n_after = int(ticket.sum())
+            t_ticket = np.concatenate([t_delivery[ticket] + 0.05 + 2.95 * r[0, :n_after],
+                                       sd[stray] + 1.0 + r[0, n_after:]])
             resolved = r[1] < u.p_resolve[tu]
+            # r[1] / p_resolve is uniform again given `resolved`
             t_resolved = np.where(resolved, t_ticket + 0.5 + 6.5 * r[1] / u.p_resolve[tu], np.nan)
             np.add.at(ring_open, (t_ticket.astype(np.int64) % _RING, tu), 1.0)
             np.add.at(ring_open, (t_resolved[resolved].astype(np.int64) % _RING, tu[resolved]), -1.0)
@@ -365,29 +389,38 @@ def _simulate(rng: np.random.Generator, u: _Users, cal: _Calendar) -> _Log:
         if m:
             np.add.at(n_bought, pu, 1.0)
             np.add.at(n_coupon, pu, coupon)
-            np.add.at(spend, pu, amount)
             promo_risk[pu] = (n_coupon[pu] / (n_bought[pu] + 1.0)) ** 2
-            # loyalty tiers follow lifetime spend; an upgrade is stamped after the day's last order
-            last = np.flatnonzero(np.r_[pu[1:] != pu[:-1], True])
-            new_tier = np.searchsorted(_TIER_SPEND, spend[pu[last]], side="right")
-            up = new_tier > tier[pu[last]]
+            # loyalty tiers follow lifetime spend; an upgrade is stamped on the order that crosses
+            by_user = np.argsort(pu, kind="stable")
+            pu_s, amount_s = pu[by_user], amount[by_user]
+            total = np.cumsum(amount_s)
+            first = np.r_[True, pu_s[1:] != pu_s[:-1]]
+            group_start = np.flatnonzero(first)
+            cum = spend[pu_s] + total - np.repeat(total[group_start] - amount_s[group_start], np.diff(np.r_[group_start, m]))
+            after = np.searchsorted(_TIER_SPEND, cum, side="right")
+            up = after > np.searchsorted(_TIER_SPEND, cum - amount_s, side="right")
             if up.any():
-                who = pu[last][up]
-                tier[who] = new_tier[up]
-                base[who] = u.base_hazard[who] * _TIER_HAZARD[new_tier[up]]
-                out["m_purchase"].append(last[up] + n_purchases)
-                out["m_tier"].append(new_tier[up].astype(float))
+                out["m_purchase"].append(by_user[up] + n_purchases)
+                out["m_tier"].append(after[up].astype(float))
+            last = np.r_[group_start[1:] - 1, m - 1]
+            who = pu_s[last]
+            spend[who] = cum[last]
+            tier[who] = after[last]
+            base[who] = u.base_hazard[who] * _TIER_HAZARD[tier[who]]
 
-        # --- today's follow-ups are now part of the users' history
-        slot = d % _RING
-        logistics *= _LOGISTICS_DECAY
-        logistics += ring_delay[slot]
-        bad_ratings *= _SATISFACTION_DECAY
-        bad_ratings += ring_bad[slot]
-        open_tickets += ring_open[slot]
-        ring_delay[slot] = ring_bad[slot] = ring_open[slot] = 0.0
-        newness *= _NEW_USER_DECAY
-        fade *= fading
+        # --- this week's follow-ups are now part of the users' history
+        for day in range(d0, d1):
+            slot = day % _RING
+            logistics *= _LOGISTICS_DECAY
+            logistics += ring_delay[slot]
+            bad_ratings *= _SATISFACTION_DECAY
+            bad_ratings += ring_bad[slot]
+            open_tickets += ring_open[slot]
+            ring_delay[slot] = ring_bad[slot] = ring_open[slot] = 0.0
+        newness *= _NEW_USER_DECAY**nd
+        newness[new] = _NEW_USER_EXCESS
+        at_risk[new] = True
+        fade *= fading**nd
         n_sessions += su.size
         n_purchases += m
 
@@ -423,9 +456,16 @@ def _days_to_us(t: np.ndarray) -> np.ndarray:
     return np.round(t * _DAY_US).astype(np.int64)
 
 
-def _float_array(values: np.ndarray) -> pa.Array:
-    # missing values are Parquet nulls, not NaN, so SQL engines skip them in aggregates
-    return pa.array(values, type=pa.float64(), from_pandas=True)
+def _sparse_floats(n: int, positions: np.ndarray, values: np.ndarray) -> pa.Array:
+    """float64 array of length n holding values at positions (< 0: dropped) and nulls elsewhere."""
+    # nulls rather than NaN, so SQL engines reading the Parquet skip them in aggregates
+    keep = positions >= 0
+    data = np.zeros(n)
+    data[positions[keep]] = values[keep]
+    valid = np.zeros(n, bool)
+    valid[positions[keep]] = True
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(pa.float64(), n, [bitmap, pa.py_buffer(data)], null_count=n - int(keep.sum()))
 
 
 def _id_strings(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
@@ -497,23 +537,16 @@ def _build_tables(
     code = np.concatenate([np.broadcast_to(np.int8(b[3]), b[0].shape) for b in blocks])
     order = np.concatenate([np.broadcast_to(np.asarray(b[4], np.int64), b[0].shape) for b in blocks])
     n_rows = np.cumsum([0] + [b[0].size for b in blocks])
-
-    def column(values_by_block: dict[int, np.ndarray]) -> np.ndarray:
-        col = np.full(user.size, np.nan)
-        for b, values in values_by_block.items():
-            col[n_rows[b] : n_rows[b + 1]] = values
-        return col
-
-    purchase_rows = np.flatnonzero(code[: n_rows[1]] == _PURCHASE)
-    amount = column({3: log.refund[refunded]})
-    amount[purchase_rows] = log.amount
-    quantity = column({})
-    quantity[purchase_rows] = log.quantity
-    discount = column({})
-    discount[purchase_rows] = log.discount
-    rating = column({2: log.rating[reviewed]})
-    delay = column({1: log.delay})
-    tier = column({6: log.m_tier})
+    purchase_rows = np.flatnonzero(is_purchase)
+    sparse = {  # column -> (rows that carry a value, values)
+        "amount": (np.r_[purchase_rows, n_rows[3] + np.arange(refunded.sum())],
+                   np.r_[log.amount, log.refund[refunded]]),
+        "quantity": (purchase_rows, log.quantity),
+        "discount": (purchase_rows, log.discount),
+        "rating": (n_rows[2] + np.arange(reviewed.sum()), log.rating[reviewed]),
+        "delivery_delay_days": (n_rows[1] + np.arange(n_p), log.delay),
+        "tier": (n_rows[6] + np.arange(log.m_tier.size), log.m_tier),
+    }
 
     # --- churned users emit nothing from churn until their return (or ever again)
     inf = np.iinfo(np.int64).max
@@ -543,21 +576,18 @@ def _build_tables(
         _id_strings("o", first_user + 1 + p_user, id_width), _id_strings("", seq + 1, 4), "-"
     )
     order_sel = order[idx]
-    events = pa.table(
-        {
-            "user_id": user_ids.take(pa.array(user[idx])),
-            "event_time": pa.array(cal.start_us + time[idx], pa.timestamp("us", tz="UTC")),
-            "event_type": pa.array(ROLES, pa.string()).take(pa.array(code[idx])),
-            "amount": _float_array(amount[idx]),
-            "order_id": order_ids.take(pa.array(order_sel, mask=order_sel < 0)),
-            "quantity": _float_array(quantity[idx]),
-            "discount": _float_array(discount[idx]),
-            "rating": _float_array(rating[idx]),
-            "delivery_delay_days": _float_array(delay[idx]),
-            "tier": _float_array(tier[idx]),
-        }
-    )
-    assert events.column_names == list(CANONICAL_COLUMNS)
+    # where each generated row lands in the output (-1: dropped), to place the sparse columns directly
+    out_pos = np.full(user.size, -1, np.int64)
+    out_pos[idx] = np.arange(idx.size)
+    columns = {
+        "user_id": user_ids.take(pa.array(user[idx])),
+        "event_time": pa.array(cal.start_us + time[idx], pa.timestamp("us", tz="UTC")),
+        "event_type": pa.array(ROLES, pa.string()).take(pa.array(code[idx])),
+        "order_id": order_ids.take(pa.array(order_sel, mask=order_sel < 0)),
+    }
+    for name, (rows, values) in sparse.items():
+        columns[name] = _sparse_floats(idx.size, out_pos[rows], values)
+    events = pa.table({name: columns[name] for name in CANONICAL_COLUMNS})
 
     came_back = return_us < inf
     truth = pa.table(
