@@ -1,12 +1,13 @@
 """Synthetic e-commerce shop: behavioural events with planted, visible churn causes, plus ground truth.
 
 Every user carries latent traits (activity rate, basket size, delivery bad luck, taste, coupon
-dependence, a fading engagement). A day-by-day simulation, vectorised over users, turns them into
-sessions and purchases; deliveries, reviews, refunds and support tickets follow the purchases. Each
-user churns from a daily hazard whose planted causes are computed only from what that user's own
-events already show (late deliveries seen, open tickets, bad ratings given, coupon share once the
-promotions stop, a visibly fading activity), so a model can recover them. The ground truth (who
-churned, when, why) is returned apart from the events and must never feed features.
+dependence, a fading engagement). A week-by-week simulation, vectorised over users and days, turns
+them into sessions and purchases; deliveries, reviews, refunds and support tickets follow the
+purchases. Each user churns from a daily hazard whose planted causes are computed only from what that
+user's own events already show (delivery delays, open tickets, bad ratings, coupon share once the
+promotions stop, a fading activity), so a model can recover them; the same grievances make users
+visit less before they leave. Ground truth (who churned, when, why) comes apart from the events and
+must never feed features.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from features.events import CANONICAL_COLUMNS, ROLES
 from pipeline.config import GenerateParams
 from pipeline.io import atomic_path
 
+# Causes recorded in the ground truth; "none" is background churn (and users who never churned).
 CAUSES: tuple[str, ...] = ("none", "logistics", "service", "satisfaction", "promotion", "engagement")
+CHUNK_USERS = 50_000  # users simulated together: ~7M events and ~2 GB peak per chunk
 
 _DAY_US = 86_400_000_000
 _SESSION, _VIEW, _SEARCH, _CART, _PURCHASE, _REFUND, _SUPPORT, _RESOLVED, _REVIEW, _DELIVERY, _MEMBERSHIP = (
@@ -39,14 +42,14 @@ _SESSION, _VIEW, _SEARCH, _CART, _PURCHASE, _REFUND, _SUPPORT, _RESOLVED, _REVIE
 # Every follow-up of a purchase lands within this many days of it, so the ring buffers that hold
 # not-yet-observed effects never wrap onto a pending slot.
 _RING = 64
-_MAX_DELAY = 30.0
+_MAX_DELAY = 30.0  # days; keeps every follow-up well inside the ring
 # Lifetime spend needed for tiers 1..3, and the hazard factor each tier gives (loyalty).
 _TIER_SPEND = np.array([300.0, 900.0, 2200.0])
 _TIER_HAZARD = np.array([1.0, 0.72, 0.52, 0.38])
 
 # Hazard = base * tier factor * (background + sum of planted excesses); "none" is the background.
 _BASE_HAZARD = 1 / 4000  # median daily hazard with no planted cause
-_NEW_USER_EXCESS = 10.0  # newcomers leave more often: excess decays with a 30-day scale
+_NEW_USER_EXCESS = 10.0  # newcomers leave more often (background, not a planted cause); 20-day decay
 _W_LOGISTICS = 30.0  # per day of delivery delay seen recently (decayed)
 _W_SERVICE = 150.0  # per support ticket still open
 _W_SATISFACTION = 150.0  # per bad (<= 2) rating given recently (decayed)
@@ -86,7 +89,7 @@ def _calendar(params: GenerateParams) -> _Calendar:
     n_days = (params.end - params.start).days + 1
     days = np.arange(n_days)
     dates = pd.date_range(params.start, periods=n_days, freq="D")
-    weekday = np.array([0.92, 0.9, 0.92, 0.95, 1.02, 1.22, 1.3])[dates.dayofweek]
+    weekday = np.array([0.92, 0.9, 0.92, 0.95, 1.02, 1.22, 1.3])[dates.day_of_week]
     month, dom = dates.month.to_numpy(), dates.day.to_numpy()
     holiday = np.ones(n_days)
     holiday[(month == 11) & (dom >= 20)] = 1.6  # Black Friday / Cyber Monday run-up
@@ -142,7 +145,7 @@ def _draw_users(rng: np.random.Generator, n: int, cal: _Calendar) -> _Users:
         p_cart=np.clip(rng.beta(4, 5, n), 0.02, 0.8),
         p_buy=np.clip(rng.beta(6, 3, n), 0.05, 0.95),
         basket=rng.lognormal(np.log(45), 0.55, n),
-        views=1 + rng.lognormal(np.log(2.4), 0.5, n),
+        views=1 + rng.lognormal(np.log(3.0), 0.5, n),
         promo_dependent=promo_dependent,
         p_late=np.where(unlucky, rng.uniform(0.3, 0.6, n), rng.uniform(0.02, 0.1, n)),
         taste=np.where(mismatched, rng.normal(2.6, 0.4, n), rng.normal(4.3, 0.35, n)),
@@ -155,7 +158,7 @@ def _draw_users(rng: np.random.Generator, n: int, cal: _Calendar) -> _Users:
 
 @dataclass
 class _Log:
-    """What the day loop decided; times within a day are filled in afterwards, vectorised."""
+    """What the weekly loop decided; times within a day are filled in afterwards, vectorised."""
 
     # sessions (one row each), in (day, user) order
     s_user: np.ndarray
@@ -190,7 +193,7 @@ class _Draws:
     """Uniform and standard-normal variates handed out in blocks, so a day's few dozen purchases cost one
     slice rather than a generator call per attribute."""
 
-    def __init__(self, rng: np.random.Generator, uniforms: int, normals: int = 0, block: int = 1 << 15) -> None:
+    def __init__(self, rng: np.random.Generator, uniforms: int, normals: int = 0, block: int = 1 << 15):
         self.rng, self.uniforms, self.normals, self.block = rng, uniforms, normals, block
         self.buf = np.empty((uniforms + normals, 0))
         self.pos = 0
@@ -347,11 +350,12 @@ def _simulate(rng: np.random.Generator, u: _Users, cal: _Calendar) -> _Log:
         quantity = _geometric(r[0], 0.6)
         gross = u.basket[pu] * quantity**0.7 * np.exp(0.35 * r[17])
         coupon = cal.promo[pd_] & (r[1] < coupon_p[pu])
-        discount = np.where(coupon, np.round(gross * _DISCOUNTS[(r[2] * _DISCOUNTS.size).astype(np.int64)], 2), 0.0)
+        share_off = _DISCOUNTS[(r[2] * _DISCOUNTS.size).astype(np.int64)]
+        discount = np.where(coupon, np.round(gross * share_off, 2), 0.0)
         amount = np.round(gross, 2) - discount
         long_delay = (r[5] < 0.1) * (6.0 + np.floor(r[6] * 14.0))
         delay = (r[3] < u.p_late[pu]) * np.minimum(_geometric(r[4], 0.35) + long_delay, _MAX_DELAY)
-        t_delivery = pd_ + 1.33 + np.floor(r[7] * 5.0) + delay + 0.5 * r[8]
+        t_delivery = pd_ + 2.33 + np.floor(r[7] * 4.0) + delay + 0.5 * r[8]
         rating = np.clip(np.round(u.taste[pu] - 0.3 * delay + 0.6 * r[18]), 1.0, 5.0)
         bad = rating <= 2.0
         reviewed = r[9] < 0.22 + 0.2 * (delay > 2) + 0.2 * bad
@@ -394,9 +398,9 @@ def _simulate(rng: np.random.Generator, u: _Users, cal: _Calendar) -> _Log:
             by_user = np.argsort(pu, kind="stable")
             pu_s, amount_s = pu[by_user], amount[by_user]
             total = np.cumsum(amount_s)
-            first = np.r_[True, pu_s[1:] != pu_s[:-1]]
-            group_start = np.flatnonzero(first)
-            cum = spend[pu_s] + total - np.repeat(total[group_start] - amount_s[group_start], np.diff(np.r_[group_start, m]))
+            group_start = np.flatnonzero(np.r_[True, pu_s[1:] != pu_s[:-1]])
+            offset = np.repeat(total[group_start] - amount_s[group_start], np.diff(np.r_[group_start, m]))
+            cum = spend[pu_s] + total - offset  # lifetime spend after each of this week's orders
             after = np.searchsorted(_TIER_SPEND, cum, side="right")
             up = after > np.searchsorted(_TIER_SPEND, cum - amount_s, side="right")
             if up.any():
@@ -465,7 +469,8 @@ def _sparse_floats(n: int, positions: np.ndarray, values: np.ndarray) -> pa.Arra
     valid = np.zeros(n, bool)
     valid[positions[keep]] = True
     bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    return pa.Array.from_buffers(pa.float64(), n, [bitmap, pa.py_buffer(data)], null_count=n - int(keep.sum()))
+    nulls = n - int(keep.sum())
+    return pa.Array.from_buffers(pa.float64(), n, [bitmap, pa.py_buffer(data)], null_count=nulls)
 
 
 def _id_strings(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
@@ -589,17 +594,16 @@ def _build_tables(
         columns[name] = _sparse_floats(idx.size, out_pos[rows], values)
     events = pa.table({name: columns[name] for name in CANONICAL_COLUMNS})
 
-    came_back = return_us < inf
+    returned = return_us < inf
+    ts = pa.timestamp("us", tz="UTC")
     truth = pa.table(
         {
             "user_id": user_ids,
-            "signup_time": pa.array(cal.start_us + signup_us, pa.timestamp("us", tz="UTC")),
-            "churn_time": pa.array(cal.start_us + np.where(churned, churn_us, 0), pa.timestamp("us", tz="UTC"),
-                                   mask=~churned),
+            "signup_time": pa.array(cal.start_us + signup_us, ts),
+            "churn_time": pa.array(cal.start_us + np.where(churned, churn_us, 0), ts, mask=~churned),
             "cause": pa.array(CAUSES, pa.string()).take(pa.array(np.where(churned, log.cause, 0))),
-            "returned": pa.array(came_back),
-            "return_time": pa.array(cal.start_us + np.where(came_back, return_us, 0),
-                                    pa.timestamp("us", tz="UTC"), mask=~came_back),
+            "returned": pa.array(returned),
+            "return_time": pa.array(cal.start_us + np.where(returned, return_us, 0), ts, mask=~returned),
             "tier_at_end": pa.array(log.tier),
         }
     )
@@ -622,7 +626,9 @@ def _chunks(params: GenerateParams, chunk_users: int) -> Iterator[tuple[pa.Table
         yield _build_tables(rng, users, log, cal, first, id_width)
 
 
-def iter_shop(params: GenerateParams, chunk_users: int = 50_000) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+def iter_shop(
+    params: GenerateParams, chunk_users: int = CHUNK_USERS
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     """Yield (events, truth) frames per chunk of users; the output depends on params and chunk_users only."""
     for events, truth in _chunks(params, chunk_users):
         yield events.to_pandas(), truth.to_pandas()
@@ -642,7 +648,7 @@ def write_shop(params: GenerateParams, events_path: str | Path, truth_path: str 
     with atomic_path(events_path) as ev_tmp, atomic_path(truth_path) as tr_tmp:
         ev_writer = tr_writer = None
         try:
-            for events, truth in _chunks(params, 50_000):
+            for events, truth in _chunks(params, CHUNK_USERS):
                 if ev_writer is None:
                     ev_writer = pq.ParquetWriter(ev_tmp, events.schema)
                     tr_writer = pq.ParquetWriter(tr_tmp, truth.schema)

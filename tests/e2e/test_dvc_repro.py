@@ -40,6 +40,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("features", "pipeline"):
         shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    shutil.copytree(REPO / "bin", work / "bin")
     text = (REPO / "params.yaml").read_text()
     assert "users: 5000" in text
     (work / "params.yaml").write_text(text.replace("users: 5000", "users: 2500"))
