@@ -13,6 +13,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import ibis
@@ -25,7 +26,7 @@ from pipeline.engine import connect, read_events
 from pipeline.synthetic import write_shop
 
 
-def _timed(fn) -> tuple[float, object]:  # noqa: ANN001
+def _timed(fn: Callable[[], object]) -> tuple[float, object]:
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
@@ -92,14 +93,10 @@ def curves(y: np.ndarray, scores: dict[str, np.ndarray], bins: int = 10) -> dict
     return {k: pd.concat(v, ignore_index=True) for k, v in out.items()}
 
 
-def calibration_figure(calibration: pd.DataFrame):  # noqa: ANN201 - a matplotlib Figure
+def calibration_figure(calibration: pd.DataFrame) -> Figure:
     """Reliability diagram: observed churn rate against mean predicted probability, per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], ls="--", color="grey", label="perfect")
     for name, part in calibration.groupby("model", sort=True):
         ax.plot(part["mean_predicted"], part["observed_rate"], marker="o", label=name)

@@ -37,6 +37,10 @@ class Paths:
         return self._p("data", "features", "snapshots.parquet")
 
     @property
+    def churn_rate_by_cutoff(self) -> Path:
+        return self._p("data", "features", "churn_rate_by_cutoff.csv")
+
+    @property
     def train_info(self) -> Path:
         return self._p("models", "train.json")
 

@@ -47,9 +47,7 @@ def decide(params: Params, info: dict, test: pd.DataFrame, results: dict) -> dic
         if champ_auc is None:
             decision, reason = (
                 "promoted",
-                (
-                f"champion v{current} cannot score these features; candidate beats the baseline"
-            ),
+                (f"champion v{current} cannot score these features; candidate beats the baseline"),
             )
         elif auc >= champ_auc + bar:
             decision, reason = "promoted", f"ROC-AUC {auc:.4f} >= champion v{current}'s {champ_auc:.4f} + {bar}"

@@ -41,6 +41,7 @@ def render_report(paths: Paths, list_dir: Path, top: int = 50) -> str:
         rows=lst.head(top).to_dict("records"),
         top=top,
         evaluation=evaluation,
+        promotion=_json(paths.champion_info),
         metric_names=[m for m in metric_names if models and m in evaluation[models[0]]],
         models=models,
         families=_json(paths.reports / "shap_families.json"),

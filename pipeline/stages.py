@@ -69,9 +69,10 @@ def features(params: Params, paths: Paths) -> dict:
         "rows": len(snap),
         "users": int(snap["user_id"].nunique()),
         "base_rate": float(snap[LABEL].mean()),
-        "churn_rate_by_cutoff": {c.isoformat(): round(float(m), 4) for c, m in per_cutoff["mean"].items()},
     }
     io.write_json(summary, paths.metrics("features"))
+    rates = per_cutoff.reset_index().rename(columns={"size": "users", "mean": "churn_rate"})
+    io.write_csv(rates, paths.churn_rate_by_cutoff)
     return summary
 
 
@@ -176,10 +177,10 @@ def evaluate(params: Params, paths: Paths) -> dict:
         mlflow.set_tag("promotion", decision["decision"])
         mlflow.log_artifacts(str(paths.plots), artifact_path="plots")
         mlflow.log_figure(calibration_figure(results_curves["calibration"]), "plots/calibration.png")
-    out = {"test_cutoff": split["test"], **results, "promotion": decision}
+    out = {"test_cutoff": split["test"], **results}
     io.write_json(out, paths.metrics("evaluate"))
     io.write_json(decision, paths.champion_info)
-    return out
+    return {**out, "promotion": decision}
 
 
 def explain(params: Params, paths: Paths, max_rows: int = 5000) -> dict:

@@ -34,8 +34,17 @@ _DAY_US = 86_400_000_000
 _SESSION, _VIEW, _SEARCH, _CART, _PURCHASE, _REFUND, _SUPPORT, _RESOLVED, _REVIEW, _DELIVERY, _MEMBERSHIP = (
     ROLES.index(r)
     for r in (
-        "session", "view", "search", "cart", "purchase", "refund",
-        "support", "support_resolved", "review", "delivery", "membership",
+        "session",
+        "view",
+        "search",
+        "cart",
+        "purchase",
+        "refund",
+        "support",
+        "support_resolved",
+        "review",
+        "delivery",
+        "membership",
     )
 )
 
@@ -66,8 +75,7 @@ _BREAK_P = 1 / 200
 _BREAK_DAYS = (10, 70)
 _RETURN_P = 0.1  # churned users who come back (some fall after the span, so ~6-8% are seen)
 _SESSION_HOURS = np.array(  # session start hour weights; none after 21h so a session ends by midnight
-    [0.25, 0.12, 0.06, 0.05, 0.05, 0.1, 0.3, 0.6, 0.8, 0.9, 1.0, 1.0,
-     1.1, 1.0, 0.9, 0.9, 1.0, 1.2, 1.5, 1.8, 2.0, 1.8]
+    [0.25, 0.12, 0.06, 0.05, 0.05, 0.1, 0.3, 0.6, 0.8, 0.9, 1.0, 1.0, 1.1, 1.0, 0.9, 0.9, 1.0, 1.2, 1.5, 1.8, 2.0, 1.8]
 )
 _MAX_SESSION_S = 7200.0
 _MIN_SESSION_GAP_S = 60.0
@@ -179,7 +187,7 @@ class _Log:
     k_session: np.ndarray
     t_ticket: np.ndarray
     t_resolved: np.ndarray  # NaN: never resolved
-    # tier upgrades, tied to the user's last purchase that day
+    # tier upgrades, tied to the order whose spend crossed the threshold
     m_purchase: np.ndarray
     m_tier: np.ndarray
     # per user
@@ -190,8 +198,10 @@ class _Log:
 
 
 class _Draws:
-    """Uniform and standard-normal variates handed out in blocks, so a day's few dozen purchases cost one
-    slice rather than a generator call per attribute."""
+    """Uniform and standard-normal variates handed out in blocks.
+
+    A week's few hundred purchases then cost one slice instead of a generator call per attribute.
+    """
 
     def __init__(self, rng: np.random.Generator, uniforms: int, normals: int = 0, block: int = 1 << 15):
         self.rng, self.uniforms, self.normals, self.block = rng, uniforms, normals, block
@@ -302,12 +312,13 @@ def _simulate(rng: np.random.Generator, u: _Users, cal: _Calendar) -> _Log:
         if d0 <= last_return:
             returning = np.flatnonzero((return_day >= d0) & (return_day < d1))
         if returning.size:
-            # a comeback starts from a clean slate, at a lower, steady activity level
+            # a comeback forgives old grudges and settles at a lower, steady activity level (tickets
+            # still open stay open: their resolutions may yet arrive and must not drive the count < 0)
             active_from[returning] = return_day[returning]
             active_until[returning] = never
             fading[returning] = fade[returning] = 1.0
             comeback[returning] = 0.6
-            logistics[returning] = bad_ratings[returning] = open_tickets[returning] = 0.0
+            logistics[returning] = bad_ratings[returning] = 0.0
         new = np.arange(signups[week], signups[week + 1])
         active_from[new] = u.signup_day[new]
         starters = np.flatnonzero(fade_week == week)
@@ -364,9 +375,17 @@ def _simulate(rng: np.random.Generator, u: _Users, cal: _Calendar) -> _Log:
         t_refund = np.where(refunded, t_delivery + 1.0 + 13.0 * r[12], np.nan)
         refund = -np.round(amount * np.where(r[13] < 0.7, 1.0, 0.2 + 0.6 * r[14]), 2)
         ticket = r[15] < np.minimum(0.02 + (delay > 0) * (0.12 + 0.05 * delay) + 0.15 * bad, 0.85)
-        for key, val in (("quantity", quantity), ("amount", amount), ("discount", discount), ("delay", delay),
-                         ("t_delivery", t_delivery), ("t_review", t_review), ("rating", rating),
-                         ("t_refund", t_refund), ("refund", refund)):
+        for key, val in (
+            ("quantity", quantity),
+            ("amount", amount),
+            ("discount", discount),
+            ("delay", delay),
+            ("t_delivery", t_delivery),
+            ("t_review", t_review),
+            ("rating", rating),
+            ("t_refund", t_refund),
+            ("refund", refund),
+        ):
             out[key].append(val)
         late = delay > 0
         np.add.at(ring_delay, (t_delivery[late].astype(np.int64) % _RING, pu[late]), delay[late])
@@ -379,8 +398,9 @@ def _simulate(rng: np.random.Generator, u: _Users, cal: _Calendar) -> _Log:
             tu = su[k_session]
             r = per_ticket.take(tu.size)
             n_after = int(ticket.sum())
-            t_ticket = np.concatenate([t_delivery[ticket] + 0.05 + 2.95 * r[0, :n_after],
-                                       sd[stray] + 1.0 + r[0, n_after:]])
+            t_ticket = np.concatenate(
+                [t_delivery[ticket] + 0.05 + 2.95 * r[0, :n_after], sd[stray] + 1.0 + r[0, n_after:]]
+            )
             resolved = r[1] < u.p_resolve[tu]
             # r[1] / p_resolve is uniform again given `resolved`
             t_resolved = np.where(resolved, t_ticket + 0.5 + 6.5 * r[1] / u.p_resolve[tu], np.nan)
@@ -431,8 +451,14 @@ def _simulate(rng: np.random.Generator, u: _Users, cal: _Calendar) -> _Log:
     def cat(key: str, dtype: type) -> np.ndarray:
         return np.concatenate(out[key]) if out[key] else np.zeros(0, dtype)
 
-    dtypes = {"s_user": np.int64, "s_day": np.int32, "s_cart": bool, "s_buy": bool, "k_session": np.int64,
-              "m_purchase": np.int64}
+    dtypes = {
+        "s_user": np.int64,
+        "s_day": np.int32,
+        "s_cart": bool,
+        "s_buy": bool,
+        "k_session": np.int64,
+        "m_purchase": np.int64,
+    }
     per_user = {"churn_day": churn_day, "return_day": return_day, "cause": cause, "tier": tier}
     logged = {k: cat(k, dtypes.get(k, float)) for k in _Log.__dataclass_fields__ if k not in per_user}
     return _Log(**logged, **per_user)
@@ -449,9 +475,9 @@ def _session_times(rng: np.random.Generator, log: _Log) -> np.ndarray:
     start = start[np.lexsort((start, gid))]
     pos = np.arange(n) - np.flatnonzero(new_group)[gid]
     # keep a minute between starts: start_i = i*gap + running max of (start_j - j*gap) within the group;
-    # a per-group offset far above a day makes one global running max restart at every group
+    # a per-group offset of two days (more than any start can move) restarts the running max per group
     gap = int(_MIN_SESSION_GAP_S * 1e6)
-    offset = gid * (4 * _DAY_US)
+    offset = gid * (2 * _DAY_US)
     start = pos * gap + np.maximum.accumulate(start - pos * gap + offset) - offset
     return log.s_day.astype(np.int64) * _DAY_US + start
 
@@ -528,10 +554,8 @@ def _build_tables(
         # user, time, origin, code, order, amount, quantity, discount, rating, delay, tier
         (f_user, f_time, s_time[sid], code, f_order),
         (p_user, _days_to_us(log.t_delivery), p_session_start, _DELIVERY, p_idx),
-        (p_user[reviewed], _days_to_us(log.t_review[reviewed]), p_session_start[reviewed], _REVIEW,
-         p_idx[reviewed]),
-        (p_user[refunded], _days_to_us(log.t_refund[refunded]), p_session_start[refunded], _REFUND,
-         p_idx[refunded]),
+        (p_user[reviewed], _days_to_us(log.t_review[reviewed]), p_session_start[reviewed], _REVIEW, p_idx[reviewed]),
+        (p_user[refunded], _days_to_us(log.t_refund[refunded]), p_session_start[refunded], _REFUND, p_idx[refunded]),
         (t_user, _days_to_us(log.t_ticket), t_origin, _SUPPORT, -1),
         (t_user[resolved], _days_to_us(log.t_resolved[resolved]), t_origin[resolved], _RESOLVED, -1),
         (p_user[log.m_purchase], m_time, p_session_start[log.m_purchase], _MEMBERSHIP, -1),
@@ -544,8 +568,10 @@ def _build_tables(
     n_rows = np.cumsum([0] + [b[0].size for b in blocks])
     purchase_rows = np.flatnonzero(is_purchase)
     sparse = {  # column -> (rows that carry a value, values)
-        "amount": (np.r_[purchase_rows, n_rows[3] + np.arange(refunded.sum())],
-                   np.r_[log.amount, log.refund[refunded]]),
+        "amount": (
+            np.r_[purchase_rows, n_rows[3] + np.arange(refunded.sum())],
+            np.r_[log.amount, log.refund[refunded]],
+        ),
         "quantity": (purchase_rows, log.quantity),
         "discount": (purchase_rows, log.discount),
         "rating": (n_rows[2] + np.arange(reviewed.sum()), log.rating[reviewed]),
@@ -626,9 +652,7 @@ def _chunks(params: GenerateParams, chunk_users: int) -> Iterator[tuple[pa.Table
         yield _build_tables(rng, users, log, cal, first, id_width)
 
 
-def iter_shop(
-    params: GenerateParams, chunk_users: int = CHUNK_USERS
-) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+def iter_shop(params: GenerateParams, chunk_users: int = CHUNK_USERS) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     """Yield (events, truth) frames per chunk of users; the output depends on params and chunk_users only."""
     for events, truth in _chunks(params, chunk_users):
         yield events.to_pandas(), truth.to_pandas()

@@ -57,4 +57,3 @@ def test_population_without_labels(con) -> None:
     r = user_day_rollup(ibis.memtable(make_events(rows)))
     pop = con.to_pandas(population(r, cutoff_table([CUTOFF]), 30, "any"))
     assert pop.to_dict("records") == [{"user_id": "a", "cutoff_day": day_number(CUTOFF)}]
-

@@ -54,15 +54,39 @@ def test_window_edges_count_whole_days(con) -> None:
 def test_purchase_family_values(con) -> None:
     ev = make_events(
         [
-            {"user_id": "a", "event_time": "2024-01-01 10:00", "event_type": "purchase", "amount": 10.0,
-             "order_id": "o1", "discount": 2.0},
-            {"user_id": "a", "event_time": "2024-01-11 10:00", "event_type": "purchase", "amount": 30.0,
-             "order_id": "o2", "discount": 0.0},
+            {
+                "user_id": "a",
+                "event_time": "2024-01-01 10:00",
+                "event_type": "purchase",
+                "amount": 10.0,
+                "order_id": "o1",
+                "discount": 2.0,
+            },
+            {
+                "user_id": "a",
+                "event_time": "2024-01-11 10:00",
+                "event_type": "purchase",
+                "amount": 30.0,
+                "order_id": "o2",
+                "discount": 0.0,
+            },
             # two lines of the same order count as one order
-            {"user_id": "a", "event_time": "2024-01-31 10:00", "event_type": "purchase", "amount": 20.0,
-             "order_id": "o3", "discount": 0.0},
-            {"user_id": "a", "event_time": "2024-01-31 10:00", "event_type": "purchase", "amount": 20.0,
-             "order_id": "o3", "discount": 0.0},
+            {
+                "user_id": "a",
+                "event_time": "2024-01-31 10:00",
+                "event_type": "purchase",
+                "amount": 20.0,
+                "order_id": "o3",
+                "discount": 0.0,
+            },
+            {
+                "user_id": "a",
+                "event_time": "2024-01-31 10:00",
+                "event_type": "purchase",
+                "amount": 20.0,
+                "order_id": "o3",
+                "discount": 0.0,
+            },
             {"user_id": "a", "event_time": "2024-02-05 10:00", "event_type": "refund", "amount": -20.0},
         ]
     )

@@ -19,8 +19,12 @@ ONLINE_RETAIL = Path(__file__).resolve().parents[2].parent / "shared" / "data" /
 def run(data: DataParams, tmp_path: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, Path]:
     out = tmp_path / "out"
     metrics = ingest(
-        data, tmp_path / "synthetic.parquet", out / "events.parquet", out / "rejects.parquet",
-        out / "metrics.json", now=NOW,
+        data,
+        tmp_path / "synthetic.parquet",
+        out / "events.parquet",
+        out / "rejects.parquet",
+        out / "metrics.json",
+        now=NOW,
     )
     return metrics, pd.read_parquet(out / "events.parquet"), pd.read_parquet(out / "rejects.parquet"), out
 
@@ -86,8 +90,14 @@ def test_planted_bad_rows_are_accounted_row_by_row(tmp_path: Path) -> None:
 
     by_row = dict(zip(rejects["source_row"], rejects["reason"], strict=True))
     assert by_row == {
-        1: "null_user_id", 2: "null_user_id", 3: "unparseable_event_time", 4: "null_event_time",
-        5: "far_future_event_time", 6: "null_event_type", 7: "non_numeric_amount", 8: "non_numeric_amount",
+        1: "null_user_id",
+        2: "null_user_id",
+        3: "unparseable_event_time",
+        4: "null_event_time",
+        5: "far_future_event_time",
+        6: "null_event_type",
+        7: "non_numeric_amount",
+        8: "non_numeric_amount",
         13: "null_user_id",
     }
     assert set(rejects["source_file"]) == {str(src)}
@@ -104,12 +114,15 @@ def test_planted_bad_rows_are_accounted_row_by_row(tmp_path: Path) -> None:
 
 
 def test_too_old_rule_and_first_failing_rule_wins(tmp_path: Path) -> None:
-    src = write_csv(tmp_path / "events.csv", [
-        HEADER,
-        ["u1", "2019-05-01 00:00:00", "view", "", "", "web"],  # too old
-        ["u1", "2019-05-01 00:00:00", "", "zz", "", "web"],  # too old before null_event_type/non_numeric
-        ["u1", "2020-01-01 00:00:00", "view", "", "", "web"],  # exactly min_time: kept
-    ])
+    src = write_csv(
+        tmp_path / "events.csv",
+        [
+            HEADER,
+            ["u1", "2019-05-01 00:00:00", "view", "", "", "web"],  # too old
+            ["u1", "2019-05-01 00:00:00", "", "zz", "", "web"],  # too old before null_event_type/non_numeric
+            ["u1", "2020-01-01 00:00:00", "view", "", "", "web"],  # exactly min_time: kept
+        ],
+    )
     metrics, events, rejects, _ = run(planted_params(src, min_time="2020-01-01"), tmp_path)
     assert metrics["rejected_by_reason"] == {"too_old_event_time": 2}
     assert rejects["source_row"].tolist() == [0, 1]
@@ -118,16 +131,20 @@ def test_too_old_rule_and_first_failing_rule_wins(tmp_path: Path) -> None:
 
 def test_naive_parquet_times_are_local_then_utc(tmp_path: Path) -> None:
     src = tmp_path / "events.parquet"
-    pd.DataFrame({
-        "user_id": ["a", "a", "a", "a"],
-        "event_time": pd.to_datetime([
-            "2024-01-15 12:00",  # winter: GMT = UTC
-            "2024-07-15 12:00",  # summer: BST = UTC+1
-            "2024-10-27 01:30",  # repeated when clocks go back: first occurrence (BST)
-            "2024-03-31 01:30",  # skipped when clocks go forward: shifted to 02:00 BST
-        ]),
-        "event_type": "view",
-    }).to_parquet(src)
+    pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "a"],
+            "event_time": pd.to_datetime(
+                [
+                    "2024-01-15 12:00",  # winter: GMT = UTC
+                    "2024-07-15 12:00",  # summer: BST = UTC+1
+                    "2024-10-27 01:30",  # repeated when clocks go back: first occurrence (BST)
+                    "2024-03-31 01:30",  # skipped when clocks go forward: shifted to 02:00 BST
+                ]
+            ),
+            "event_type": "view",
+        }
+    ).to_parquet(src)
     metrics, events, _, _ = run(DataParams(source=str(src), timezone="Europe/London"), tmp_path)
     assert metrics["accepted"] == 4
     assert str(events["event_time"].dtype) == "datetime64[us, UTC]"
@@ -140,13 +157,16 @@ def test_naive_parquet_times_are_local_then_utc(tmp_path: Path) -> None:
 
 
 def test_string_times_with_and_without_offsets(tmp_path: Path) -> None:
-    src = write_csv(tmp_path / "events.csv", [
-        ["user_id", "event_time", "event_type"],
-        ["a", "2024-07-15 12:00:00", "view"],  # naive: Europe/London summer
-        ["a", "2024-07-15T12:00:00+02:00", "view"],  # explicit offset wins over data.timezone
-        ["a", "2024-01-15T12:00:00Z", "view"],
-        ["a", "15/01/2024 12:00", "view"],  # another format in the same column
-    ])
+    src = write_csv(
+        tmp_path / "events.csv",
+        [
+            ["user_id", "event_time", "event_type"],
+            ["a", "2024-07-15 12:00:00", "view"],  # naive: Europe/London summer
+            ["a", "2024-07-15T12:00:00+02:00", "view"],  # explicit offset wins over data.timezone
+            ["a", "2024-01-15T12:00:00Z", "view"],
+            ["a", "15/01/2024 12:00", "view"],  # another format in the same column
+        ],
+    )
     metrics, events, _, _ = run(DataParams(source=str(src), timezone="Europe/London"), tmp_path)
     assert metrics["accepted"] == 4
     assert events["event_time"].tolist() == [
@@ -166,15 +186,18 @@ def test_tz_aware_parquet_times_are_converted(tmp_path: Path) -> None:
 
 
 def test_transactions_only_source_gives_purchases(tmp_path: Path) -> None:
-    src = write_csv(tmp_path / "orders.csv", [
-        ["customer", "ordered_at", "total"],
-        ["c1", "2024-02-01 10:00:00", "20"],
-        ["c2", "2024-02-02 10:00:00", "-5"],
-        ["c1", "2024-02-03 10:00:00", "7.5"],
-    ])
+    src = write_csv(
+        tmp_path / "orders.csv",
+        [
+            ["customer", "ordered_at", "total"],
+            ["c1", "2024-02-01 10:00:00", "20"],
+            ["c2", "2024-02-02 10:00:00", "-5"],
+            ["c1", "2024-02-03 10:00:00", "7.5"],
+        ],
+    )
     data = DataParams(
-        source=str(src), columns={"user_id": "customer", "event_time": "ordered_at", "event_type": None,
-                                  "amount": "total"},
+        source=str(src),
+        columns={"user_id": "customer", "event_time": "ordered_at", "event_type": None, "amount": "total"},
     )
     metrics, events, _, _ = run(data, tmp_path)
     assert metrics["accepted"] == 3 and metrics["rejected"] == 0
@@ -186,11 +209,19 @@ def test_transactions_only_source_gives_purchases(tmp_path: Path) -> None:
     ("columns", "good_header", "bad_header", "missing"),
     [
         # optional column mapped to a column the second file lacks
-        ({"amount": "Revenue"}, ["user_id", "event_time", "event_type", "Revenue"],
-         ["user_id", "event_time", "event_type"], "Revenue"),
+        (
+            {"amount": "Revenue"},
+            ["user_id", "event_time", "event_type", "Revenue"],
+            ["user_id", "event_time", "event_type"],
+            "Revenue",
+        ),
         # required column mapped to a column the second file lacks
-        ({"user_id": "CustomerID"}, ["CustomerID", "event_time", "event_type"],
-         ["user_id", "event_time", "event_type"], "CustomerID"),
+        (
+            {"user_id": "CustomerID"},
+            ["CustomerID", "event_time", "event_type"],
+            ["user_id", "event_time", "event_type"],
+            "CustomerID",
+        ),
         # required column not mapped, and absent under its own name
         ({}, ["user_id", "event_time", "event_type"], ["user_id", "event_time", "kind"], "event_type"),
     ],
@@ -269,11 +300,13 @@ def test_resolve_source_no_match_and_synthetic(tmp_path: Path, monkeypatch: pyte
 
 def test_float_customer_ids_become_clean_strings(tmp_path: Path) -> None:
     src = tmp_path / "events.parquet"
-    pd.DataFrame({
-        "CustomerID": [12346.0, 17850.0, None, 12346.0],
-        "event_time": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]),
-        "event_type": "view",
-    }).to_parquet(src)
+    pd.DataFrame(
+        {
+            "CustomerID": [12346.0, 17850.0, None, 12346.0],
+            "event_time": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]),
+            "event_type": "view",
+        }
+    ).to_parquet(src)
     metrics, events, rejects, _ = run(DataParams(source=str(src), columns={"user_id": "CustomerID"}), tmp_path)
     assert events["user_id"].tolist() == ["12346", "12346", "17850"]
     assert metrics["rejected_by_reason"] == {"null_user_id": 1}
@@ -281,21 +314,30 @@ def test_float_customer_ids_become_clean_strings(tmp_path: Path) -> None:
 
 
 def test_normalise_is_deterministic_and_typed() -> None:
-    raw = pd.DataFrame({
-        "user_id": [" b ", "a", "a", "12.0"],
-        "event_time": ["2024-01-02", "2024-01-02", "2024-01-01", "2024-01-01"],
-        "event_type": ["view", "view", "search", "view"],
-        "quantity": ["2", "1e1", " 3 ", ""],
-    })
+    raw = pd.DataFrame(
+        {
+            "user_id": [" b ", "a", "a", "12.0"],
+            "event_time": ["2024-01-02", "2024-01-02", "2024-01-01", "2024-01-01"],
+            "event_type": ["view", "view", "search", "view"],
+            "quantity": ["2", "1e1", " 3 ", ""],
+        }
+    )
     first = normalise(raw, DataParams(), "mem", NOW)
     again = normalise(raw.iloc[::-1].reset_index(drop=True), DataParams(), "mem", NOW)
     assert first.events["user_id"].tolist() == ["12", "a", "a", "b"]
     assert first.events["quantity"].tolist()[1:] == [3.0, 10.0, 2.0]
     assert first.events.equals(again.events)
     assert {c: str(t) for c, t in first.events.dtypes.items()} == {
-        "user_id": "str", "event_time": "datetime64[us, UTC]", "event_type": "str", "amount": "float64",
-        "order_id": "str", "quantity": "float64", "discount": "float64", "rating": "float64",
-        "delivery_delay_days": "float64", "tier": "float64",
+        "user_id": "str",
+        "event_time": "datetime64[us, UTC]",
+        "event_type": "str",
+        "amount": "float64",
+        "order_id": "str",
+        "quantity": "float64",
+        "discount": "float64",
+        "rating": "float64",
+        "delivery_delay_days": "float64",
+        "tier": "float64",
     }
 
 
@@ -312,8 +354,14 @@ def test_online_retail_slice(tmp_path: Path) -> None:
     raw.to_parquet(src, index=False)
     data = DataParams(
         source=str(src),
-        columns={"user_id": "CustomerID", "event_time": "InvoiceDate", "event_type": None, "amount": None,
-                 "order_id": "InvoiceNo", "quantity": "Quantity"},
+        columns={
+            "user_id": "CustomerID",
+            "event_time": "InvoiceDate",
+            "event_type": None,
+            "amount": None,
+            "order_id": "InvoiceNo",
+            "quantity": "Quantity",
+        },
         timezone="Europe/London",
     )
     metrics, events, rejects, _ = run(data, tmp_path)
@@ -335,13 +383,15 @@ def test_online_retail_slice(tmp_path: Path) -> None:
 
 
 def test_infinite_values_in_numeric_parquet_columns_are_quarantined() -> None:
-    raw = pd.DataFrame({
-        "user_id": ["a", "b", "c"],
-        "event_time": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"]),
-        "event_type": ["purchase", "purchase", "purchase"],
-        "amount": [1.0, float("-inf"), None],
-        "rating": [4.0, 5.0, float("inf")],
-    })
+    raw = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c"],
+            "event_time": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"]),
+            "event_type": ["purchase", "purchase", "purchase"],
+            "amount": [1.0, float("-inf"), None],
+            "rating": [4.0, 5.0, float("inf")],
+        }
+    )
     result = normalise(raw, DataParams(), "mem", NOW)
     assert result.metrics["rejected_by_reason"] == {"non_numeric_amount": 1, "non_numeric_rating": 1}
     assert result.rejects["source_row"].tolist() == [1, 2]

@@ -25,8 +25,12 @@ def test_reason_uses_the_users_values_and_a_reference_point() -> None:
 def test_top_reasons_order_by_contribution_and_skip_unexplainable() -> None:
     features = ["open_tickets", "active_days_prev_30d", "days_since_last_activity", "tier"]
     rows = pd.DataFrame(
-        {"open_tickets": [2.0, 0.0], "active_days_prev_30d": [9.0, 1.0], "days_since_last_activity": [40.0, 3.0],
-         "tier": [1.0, 0.0]}
+        {
+            "open_tickets": [2.0, 0.0],
+            "active_days_prev_30d": [9.0, 1.0],
+            "days_since_last_activity": [40.0, 3.0],
+            "tier": [1.0, 0.0],
+        }
     )
     contrib = np.array([[0.9, 5.0, 0.4, -0.2], [-0.1, 5.0, 0.2, 0.3]])
     out = top_reasons(contrib, rows, features, CAT)

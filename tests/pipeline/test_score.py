@@ -24,8 +24,12 @@ def _inputs(n: int = 400, seed: int = 0):
         }
     )
     reasons = pd.DataFrame(
-        {"reason_1": "r1", "reason_2": "r2", "reason_3": "r3",
-         "driver_family": rng.choice(["service", "logistics", "engagement"], n)}
+        {
+            "reason_1": "r1",
+            "reason_2": "r2",
+            "reason_3": "r3",
+            "driver_family": rng.choice(["service", "logistics", "engagement"], n),
+        }
     )
     return rows, rng.random(n), reasons
 
