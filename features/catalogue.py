@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import ibis
 from ibis.expr.types import Table
 
-from features.rollup import LATE_DELIVERY_DAYS, LOW_RATING, SECONDS_PER_DAY
+from features.rollup import FIXED_POINT, LATE_DELIVERY_DAYS, LOW_RATING, SECONDS_PER_DAY
 
 FAMILIES: tuple[str, ...] = (
     "engagement",
@@ -45,6 +45,10 @@ class SnapshotContext:
         """Sum of a rollup column over a window; 0 when there is nothing to sum."""
         cond = self.within(days) if where is None else where
         return self.rows[column].sum(where=cond).fill_null(0).cast("float64")
+
+    def sum_fixed(self, column: str, days: int | None = None) -> ibis.Expr:
+        """Sum of a fixed-point rollup column (revenue, delays, ratings) in its natural unit."""
+        return self.sum(column, days) / FIXED_POINT
 
     def active_days(self, days: int | None = None, where: ibis.Expr | None = None) -> ibis.Expr:
         """Number of days with any event in a window."""
@@ -216,7 +220,7 @@ def _purchase(windows: list[int]) -> list[Feature]:
             "revenue_total",
             "purchase",
             "Revenue of all orders before the cutoff",
-            lambda c: c.sum("revenue"),
+            lambda c: c.sum_fixed("revenue"),
             ("Spent {value:,.0f} in total",),
             unit="currency",
         ),
@@ -224,7 +228,7 @@ def _purchase(windows: list[int]) -> list[Feature]:
             "avg_order_value",
             "purchase",
             "Mean revenue per order",
-            lambda c: ratio(c.sum("revenue"), c.sum("n_orders")),
+            lambda c: ratio(c.sum_fixed("revenue"), c.sum("n_orders")),
             ("Average order of {value:,.2f}",),
             unit="currency",
         ),
@@ -280,7 +284,7 @@ def _purchase(windows: list[int]) -> list[Feature]:
                 f"revenue_{w}d",
                 "purchase",
                 f"Revenue in the last {w} days",
-                lambda c, w=w: c.sum("revenue", w),
+                lambda c, w=w: c.sum_fixed("revenue", w),
                 (f"Spent {{value:,.0f}} in the last {w} days",),
                 unit="currency",
                 window=w,
@@ -375,7 +379,7 @@ def _other_families(windows: list[int]) -> list[Feature]:
             f"mean_delivery_delay_{long}d",
             "logistics",
             f"Mean days late of deliveries in the last {long} days",
-            lambda c: ratio(c.sum("delay_sum", long), c.sum("delay_n", long)),
+            lambda c: ratio(c.sum_fixed("delay_sum", long), c.sum("delay_n", long)),
             (f"Deliveries in the last {long} days arrived {{value:.1f}} days late on average",),
             unit="days",
             window=long,
@@ -393,7 +397,7 @@ def _other_families(windows: list[int]) -> list[Feature]:
             f"mean_rating_{long}d",
             "satisfaction",
             f"Mean review rating in the last {long} days",
-            lambda c: ratio(c.sum("rating_sum", long), c.sum("rating_n", long)),
+            lambda c: ratio(c.sum_fixed("rating_sum", long), c.sum("rating_n", long)),
             (f"Average review rating {{value:.1f}} of 5 in the last {long} days",),
             unit="stars",
             window=long,
@@ -420,7 +424,7 @@ def _other_families(windows: list[int]) -> list[Feature]:
             "refund_share_total",
             "satisfaction",
             "Refunded amount / ordered revenue, all history",
-            lambda c: ratio(c.sum("refund_amount"), c.sum("revenue")),
+            lambda c: ratio(c.sum_fixed("refund_amount"), c.sum_fixed("revenue")),
             ("Refunded {value:.0%} of what they ordered",),
             unit="share",
         ),

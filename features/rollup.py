@@ -12,6 +12,13 @@ SECONDS_PER_DAY = 86_400
 LATE_DELIVERY_DAYS = 2
 # a review rating at or below this counts as bad
 LOW_RATING = 2
+# float sums are summed as integers of 1/FIXED_POINT units: a parallel float sum depends on the
+# order rows arrive in, which would make features (and so models) differ between identical runs
+FIXED_POINT = 10_000
+
+
+def _exact_sum(values: ibis.Expr, where: ibis.Expr) -> ibis.Expr:
+    return (values * FIXED_POINT).round().cast("int64").sum(where=where).fill_null(0)
 
 
 def _distinct_orders(e: Table, where: ibis.Expr) -> ibis.Expr:
@@ -43,13 +50,13 @@ def user_day_rollup(events: Table) -> Table:
         "n_orders": _distinct_orders(e, purchase),
         "n_coupon_orders": _distinct_orders(e, purchase & (e.discount.fill_null(0) > 0)),
         "last_purchase_ts": e.ts.max(where=purchase),
-        "revenue": e.amount.sum(where=purchase).fill_null(0),
-        "refund_amount": e.amount.abs().sum(where=role == "refund").fill_null(0),
-        "delay_sum": e.delivery_delay_days.sum(where=delivery).fill_null(0),
+        "revenue": _exact_sum(e.amount, purchase),
+        "refund_amount": _exact_sum(e.amount.abs(), role == "refund"),
+        "delay_sum": _exact_sum(e.delivery_delay_days, delivery),
         "delay_n": e.count(where=delivery),
         "delay_max": e.delivery_delay_days.max(where=delivery),
         "late_n": e.count(where=delivery & (e.delivery_delay_days >= LATE_DELIVERY_DAYS)),
-        "rating_sum": e.rating.sum(where=review).fill_null(0),
+        "rating_sum": _exact_sum(e.rating, review),
         "rating_n": e.count(where=review),
         "low_rating_n": e.count(where=review & (e.rating <= LOW_RATING)),
         "tier_last": e.tier.argmax(e.ts, where=(role == "membership") & e.tier.notnull()),
