@@ -26,6 +26,8 @@ def reason_text(feature: Feature, row: dict[str, float]) -> str:
         return feature.reason_missing or f"{feature.description}: unknown"
     known = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
     known["value"] = value
+    one = round(value) == 1
+    known |= {"s": "" if one else "s", "es": "" if one else "es", "ies": "y" if one else "ies"}
     for template in feature.reasons:
         if _fields(template) <= known.keys():
             return template.format(**known)

@@ -95,8 +95,13 @@ def winback_list(
     horizon_days: int,
     as_of: dt.date,
     model_version: str,
+    raw_score: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """The ranked list: one row per user in the population, highest churn probability first."""
+    """The ranked list: one row per user in the population, highest churn probability first.
+
+    Calibration (isotonic) maps many raw scores onto one probability; ties are broken by the
+    uncalibrated model score so the ranking keeps the model's full resolution, then by user_id.
+    """
     p = np.asarray(proba, dtype=float)
     segs = segments(rows, p, sp)
     out = pd.DataFrame(
@@ -117,7 +122,10 @@ def winback_list(
         }
     )
     key = "value_at_risk" if sp.rank_by == "value_at_risk" else "churn_probability"
-    out = out.sort_values([key, "user_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    tiebreak = np.zeros(len(out)) if raw_score is None else np.asarray(raw_score, dtype=float)
+    out["_tiebreak"] = tiebreak
+    out = out.sort_values([key, "_tiebreak", "user_id"], ascending=[False, False, True], kind="stable")
+    out = out.drop(columns="_tiebreak").reset_index(drop=True)
     out.insert(0, "rank", np.arange(1, len(out) + 1))
     return out[list(LIST_COLUMNS)]
 

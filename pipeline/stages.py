@@ -236,10 +236,12 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
         raise RuntimeError(f"the champion model needs features the data does not have: {missing}")
     X = matrix(rows, features)
     proba = model.predict_proba(X)[:, 1]
-    contrib = shap_values(inner_booster(model), X)
+    booster = inner_booster(model)
+    contrib = shap_values(booster, X)
     cat = {f.name: f for f in catalogue(params.features.windows)}
     reasons = top_reasons(contrib, rows, features, cat)
-    lst = winback_list(rows, proba, reasons, params.score, params.labels.horizon_days, as_of, version)
+    raw = booster.predict_proba(X, raw_score=True)
+    lst = winback_list(rows, proba, reasons, params.score, params.labels.horizon_days, as_of, version, raw)
     out_dir = paths.winback_dir(as_of)
     io.write_parquet(lst, out_dir / "winback.parquet")
     io.write_csv(lst, out_dir / "winback.csv")

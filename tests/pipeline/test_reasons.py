@@ -22,6 +22,22 @@ def test_reason_uses_the_users_values_and_a_reference_point() -> None:
     )
 
 
+def test_plural_endings_agree_with_the_value() -> None:
+    assert reason_text(CAT["open_tickets"], {"open_tickets": 1.0}) == "1 support ticket still open"
+    assert reason_text(CAT["open_tickets"], {"open_tickets": 3.0}) == "3 support tickets still open"
+    assert reason_text(CAT["late_deliveries_90d"], {"late_deliveries_90d": 1.0}) == (
+        "1 late delivery in the last 90 days"
+    )
+    assert reason_text(CAT["searches_90d"], {"searches_90d": 2.0}) == "2 searches in the last 90 days"
+
+
+def test_every_template_formats_for_typical_values() -> None:
+    row = {name: 2.0 for name in CAT}
+    for feature in CAT.values():
+        text = reason_text(feature, row)
+        assert "{" not in text and text, feature.name
+
+
 def test_top_reasons_order_by_contribution_and_skip_unexplainable() -> None:
     features = ["open_tickets", "active_days_prev_30d", "days_since_last_activity", "tier"]
     rows = pd.DataFrame(

@@ -52,6 +52,14 @@ def test_list_contract() -> None:
     assert lst["model_version"].unique().tolist() == ["3"]
 
 
+def test_probability_ties_are_ranked_by_the_raw_score() -> None:
+    rows, p, reasons = _inputs(n=4)
+    p = np.array([0.9, 0.9, 0.9, 0.2])
+    raw = np.array([1.0, 3.0, 2.0, 5.0])
+    lst = winback_list(rows, p, reasons, ScoreParams(), 60, AS_OF, "1", raw_score=raw)
+    assert lst["user_id"].tolist() == ["u0001", "u0002", "u0000", "u0003"]
+
+
 def test_rank_by_value_at_risk() -> None:
     rows, p, reasons = _inputs()
     lst = winback_list(rows, p, reasons, ScoreParams(rank_by="value_at_risk"), 60, AS_OF, "1")
