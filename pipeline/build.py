@@ -13,9 +13,10 @@ from features.labels import churn_labels, population
 from features.rollup import SECONDS_PER_DAY, user_day_rollup
 from features.windows import EPOCH, cutoff_table, snapshot_features
 from pipeline.config import FeatureParams, LabelParams, Params
+from pipeline.errors import WinbackError
 
 
-class ScheduleError(ValueError):
+class ScheduleError(WinbackError, ValueError):
     """The data span cannot support the requested cutoffs; the message says which param to change."""
 
 

@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 
 from pipeline import stages
-from pipeline.config import ConfigError, load_params
+from pipeline.config import load_params
+from pipeline.errors import WinbackError
 from pipeline.paths import Paths
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Churn prediction and win-back lists.")
@@ -27,14 +28,11 @@ EXIT_BAD_INPUT = 2
 
 
 def _run(stage: Callable[..., Any], params_path: Path, root: Path, **kwargs: Any) -> Any:
-    from pipeline.build import ScheduleError
-    from pipeline.ingest import IngestError
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         params = load_params(params_path)
         return stage(params, Paths(root), **kwargs)
-    except (ConfigError, IngestError, ScheduleError) as exc:
+    except WinbackError as exc:
         console.print(f"[bold red]winback {stage.__name__} failed:[/] {exc}")
         raise typer.Exit(EXIT_BAD_INPUT) from exc
 

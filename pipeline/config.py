@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from features.events import ALL_ROLES, CANONICAL_COLUMNS, REQUIRED_COLUMNS
+from pipeline.errors import WinbackError
 
 
 class Strict(BaseModel):
@@ -192,7 +193,7 @@ class Params(Strict):
     mlflow: MlflowParams = MlflowParams()
 
 
-class ConfigError(ValueError):
+class ConfigError(WinbackError, ValueError):
     """params.yaml is unreadable or invalid; the message says which key and how to fix it."""
 
 

@@ -48,7 +48,7 @@ def plot_bar(importance: pd.DataFrame, path: Path, top: int = 20) -> Path:
     ax.set_xlabel("mean |SHAP value| (log-odds of churn)")
     ax.set_title("Global churn drivers")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
     return path
 
@@ -58,6 +58,6 @@ def plot_beeswarm(values: np.ndarray, X: pd.DataFrame, path: Path, top: int = 20
     shap.summary_plot(values, X, max_display=top, show=False)
     fig = plt.gcf()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
     return path

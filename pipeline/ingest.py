@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from features.events import ALL_ROLES, CANONICAL_COLUMNS, OPTIONAL_COLUMNS, OTHER, REQUIRED_COLUMNS
 from pipeline.config import DataParams
+from pipeline.errors import WinbackError
 from pipeline.io import write_csv, write_json, write_parquet
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -79,7 +80,7 @@ EVENTS_SCHEMA = pa.DataFrameSchema(
 SORT_KEYS = ["user_id", "event_time", "event_type"]
 
 
-class IngestError(Exception):
+class IngestError(WinbackError):
     """The raw source cannot be ingested; the message names the file, the column and how to fix it."""
 
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 
 from features.catalogue import catalogue, catalogue_table
@@ -17,24 +15,13 @@ from pipeline.baselines import RecencyBaseline
 from pipeline.build import build_snapshots, data_span, labelable_cutoffs, rollup
 from pipeline.config import Params
 from pipeline.engine import connect, read_events
+from pipeline.errors import WinbackError
 from pipeline.explain import family_totals, global_importance, plot_bar, plot_beeswarm, shap_values
 from pipeline.metrics import calibration_figure, classification_metrics, curves
 from pipeline.paths import Paths
 from pipeline.reasons import top_reasons
 from pipeline.score import list_summary, winback_list
-from pipeline.train import (
-    LABEL,
-    calibrate,
-    calibration_method,
-    fit_booster,
-    inner_booster,
-    matrix,
-    model_feature_names,
-    time_split,
-    usable_features,
-)
-
-log = logging.getLogger("winback")
+from pipeline.train import LABEL, fit_churn_model, inner_booster, matrix, model_feature_names, rows_at
 
 
 def generate(params: Params, paths: Paths) -> dict:
@@ -76,72 +63,30 @@ def features(params: Params, paths: Paths) -> dict:
     return summary
 
 
-def _rows(snap: pd.DataFrame, cutoffs: list[dt.date] | dt.date) -> pd.DataFrame:
-    wanted = cutoffs if isinstance(cutoffs, list) else [cutoffs]
-    return snap[snap["cutoff"].isin(wanted)]
-
-
 def train(params: Params, paths: Paths) -> dict:
     """Fit LightGBM on closed labels, early-stop on a later slice, calibrate on a later one, log to MLflow."""
     snap = pd.read_parquet(paths.snapshots)
-    split = time_split(sorted(snap["cutoff"].unique()), params.labels.horizon_days, params.train.max_train_cutoffs)
-    tr, va, ca = _rows(snap, split.train), _rows(snap, split.validation), _rows(snap, split.calibration)
-    names = usable_features(tr, [f.name for f in catalogue(params.features.windows)])
-    booster = fit_booster(
-        matrix(tr, names),
-        tr[LABEL].to_numpy(int),
-        matrix(va, names),
-        va[LABEL].to_numpy(int),
-        params.train,
-        params.seed,
-        params.threads,
-    )
-    method = calibration_method(params.train, len(ca))
-    model = calibrate(booster, matrix(ca, names), ca[LABEL].to_numpy(int), method)
-    val_metrics = classification_metrics(va[LABEL].to_numpy(int), booster.predict_proba(matrix(va, names))[:, 1])
+    candidates = [f.name for f in catalogue(params.features.windows)]
+    tm = fit_churn_model(snap, candidates, params.labels.horizon_days, params.train, params.seed, params.threads)
     tracking.setup(params.mlflow)
-    with mlflow.start_run(run_name="train") as run:
-        mlflow.log_params({f"train.{k}": v for k, v in params.train.model_dump().items()})
-        mlflow.log_params({f"split.{k}": v for k, v in split.as_dict().items()})
-        mlflow.log_params(
-            {
-                "labels.horizon_days": params.labels.horizon_days,
-                "labels.qualifying": str(params.labels.qualifying),
-                "seed": params.seed,
-                "calibration_method": method,
-                "n_features": len(names),
-            }
-        )
-        mlflow.log_metrics(
-            {
-                "best_iteration": booster.best_iteration_ or params.train.n_estimators,
-                "train_rows": len(tr),
-                "validation_roc_auc": val_metrics["roc_auc"],
-                "validation_log_loss": val_metrics["log_loss"],
-            }
-        )
-        mlflow.log_dict(catalogue_table(params.features.windows), "feature_catalogue.json")
-        mlflow.log_dict(params.model_dump(mode="json"), "params.json")
-        info = tracking.log_calibrated_model(model, matrix(ca, names).head(5), params.mlflow.model_name)
+    run_id, info = tracking.log_training(tm, params, catalogue_table(params.features.windows), snap)
     result = {
-        "run_id": run.info.run_id,
+        "run_id": run_id,
         "model_uri": info.model_uri,
         "model_version": str(info.registered_model_version),
-        "features": names,
-        "calibration_method": method,
-        "best_iteration": int(booster.best_iteration_ or params.train.n_estimators),
-        "split": split.as_dict(),
+        "features": tm.features,
+        "calibration_method": tm.calibration_method,
+        "best_iteration": tm.best_iteration,
+        "split": tm.split.as_dict(),
     }
     io.write_json(result, paths.train_info)
-    io.write_json(
-        {
-            "validation_roc_auc": val_metrics["roc_auc"],
-            "features": len(names),
-            "train_rows": len(tr),
-            "best_iteration": result["best_iteration"],
-        },
-        paths.metrics("train"),
-    )
+    summary = {
+        "validation_roc_auc": tm.validation["roc_auc"],
+        "features": len(tm.features),
+        "train_rows": tm.train_rows,
+        "best_iteration": tm.best_iteration,
+    }
+    io.write_json(summary, paths.metrics("train"))
     return result
 
 
@@ -152,9 +97,9 @@ def evaluate(params: Params, paths: Paths) -> dict:
     info = json.loads(paths.train_info.read_text())
     snap = pd.read_parquet(paths.snapshots)
     split = info["split"]
-    test = _rows(snap, dt.date.fromisoformat(split["test"]))
+    test = rows_at(snap, dt.date.fromisoformat(split["test"]))
     train_cutoffs = [c for c in snap["cutoff"].unique() if c <= dt.date.fromisoformat(split["train_last"])]
-    tr = _rows(snap, sorted(train_cutoffs))
+    tr = rows_at(snap, sorted(train_cutoffs))
     y = test[LABEL].to_numpy(int)
     model = tracking.load_model(info["model_uri"])
     scores = {
@@ -187,7 +132,7 @@ def explain(params: Params, paths: Paths, max_rows: int = 5000) -> dict:
     """Global SHAP importance (bar, beeswarm, per-family totals) on the test snapshot, logged to MLflow."""
     info = json.loads(paths.train_info.read_text())
     snap = pd.read_parquet(paths.snapshots)
-    test = _rows(snap, dt.date.fromisoformat(info["split"]["test"]))
+    test = rows_at(snap, dt.date.fromisoformat(info["split"]["test"]))
     test = test.sample(n=min(max_rows, len(test)), random_state=params.seed).sort_index()
     model = tracking.load_model(info["model_uri"])
     X = matrix(test, info["features"])
@@ -200,11 +145,9 @@ def explain(params: Params, paths: Paths, max_rows: int = 5000) -> dict:
     families = family_totals(imp)
     io.write_json(families, out_dir / "shap_families.json")
     with io.atomic_path(out_dir / "shap_bar.png") as tmp:
-        plot_bar(imp, tmp.with_suffix(".png"))
-        tmp.with_suffix(".png").replace(tmp)
+        plot_bar(imp, tmp)
     with io.atomic_path(out_dir / "shap_beeswarm.png") as tmp:
-        plot_beeswarm(values, X, tmp.with_suffix(".png"))
-        tmp.with_suffix(".png").replace(tmp)
+        plot_beeswarm(values, X, tmp)
     tracking.setup(params.mlflow)
     with mlflow.start_run(run_id=info["run_id"]):
         for name in ("shap_importance.csv", "shap_families.json", "shap_bar.png", "shap_beeswarm.png"):
@@ -218,7 +161,7 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
     name = params.mlflow.model_name
     version = tracking.alias_version(client, name, "champion")
     if version is None:
-        raise RuntimeError(
+        raise WinbackError(
             f"no model registered as {name}@champion in {tracking.tracking_uri(params.mlflow)}: "
             "run `dvc repro` (train + evaluate) first, or promote a version"
         )
@@ -229,11 +172,14 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
     as_of = as_of or params.score.as_of or end
     rows = build_snapshots(con, rollup(events), [as_of], params, labelled=False)
     if rows.empty:
-        raise RuntimeError(f"no user is in the population at {as_of} (lookback {params.labels.lookback_days} days)")
+        raise WinbackError(f"no user is in the population at {as_of} (lookback {params.labels.lookback_days} days)")
     features = model_feature_names(model)
     missing = sorted(set(features) - set(rows.columns))
     if missing:
-        raise RuntimeError(f"the champion model needs features the data does not have: {missing}")
+        raise WinbackError(
+            f"the champion model v{version} needs features the data does not have: {missing}; "
+            "retrain on this source (dvc repro) or check data.columns"
+        )
     X = matrix(rows, features)
     proba = model.predict_proba(X)[:, 1]
     booster = inner_booster(model)
@@ -261,6 +207,3 @@ def report(params: Params, paths: Paths) -> Path:
     target = io.write_text(html, out_dir / "report.html")
     io.write_json({"as_of": latest["as_of"], "report": str(target)}, paths.latest_report)
     return target
-
-
-__all__ = ["evaluate", "explain", "features", "generate", "ingest", "np", "report", "score", "train"]

@@ -65,3 +65,33 @@ def alias_version(client: MlflowClient, model_name: str, alias: str) -> str | No
         return str(client.get_model_version_by_alias(model_name, alias).version)
     except MlflowException:
         return None
+
+
+def log_training(tm: Any, params: Any, feature_catalogue: list[dict], snapshots: pd.DataFrame) -> tuple[str, Any]:
+    """One MLflow run per training: params, split, metrics, catalogue and the registered model."""
+    with mlflow.start_run(run_name="train") as run:
+        mlflow.log_params({f"train.{k}": v for k, v in params.train.model_dump().items()})
+        mlflow.log_params({f"split.{k}": v for k, v in tm.split.as_dict().items()})
+        mlflow.log_params(
+            {
+                "labels.horizon_days": params.labels.horizon_days,
+                "labels.lookback_days": params.labels.lookback_days,
+                "labels.qualifying": str(params.labels.qualifying),
+                "seed": params.seed,
+                "calibration_method": tm.calibration_method,
+                "n_features": len(tm.features),
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "best_iteration": tm.best_iteration,
+                "train_rows": tm.train_rows,
+                "validation_roc_auc": tm.validation["roc_auc"],
+                "validation_log_loss": tm.validation["log_loss"],
+            }
+        )
+        mlflow.log_dict(feature_catalogue, "feature_catalogue.json")
+        mlflow.log_dict(params.model_dump(mode="json"), "params.json")
+        example = snapshots.loc[snapshots["cutoff"] == tm.split.calibration, tm.features].head(5).astype("float64")
+        info = log_calibrated_model(tm.model, example, params.mlflow.model_name)
+    return run.info.run_id, info

@@ -12,6 +12,8 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 
 from pipeline.config import TrainParams
+from pipeline.errors import WinbackError
+from pipeline.metrics import classification_metrics
 
 LABEL = "churned"
 KEYS = ("user_id", "cutoff")
@@ -55,7 +57,7 @@ def time_split(cutoffs: list[dt.date], horizon_days: int, max_train_cutoffs: int
     train = _latest_closed_by(val, val[-1], horizon_days) if val else []
     if not train:
         span = 3 * horizon_days
-        raise ValueError(
+        raise WinbackError(
             f"not enough labelable history: the time split needs training cutoffs at least {span} days "
             f"before the last labelable cutoff {test} (have {cutoffs[0]}..{test}); use more data, "
             "a shorter labels.horizon_days, or an earlier features.first_cutoff"
@@ -138,3 +140,42 @@ def inner_booster(calibrated: CalibratedClassifierCV) -> lgb.LGBMClassifier:
 def model_feature_names(calibrated: CalibratedClassifierCV) -> list[str]:
     """Feature names the model was trained on, in order."""
     return list(inner_booster(calibrated).feature_name_)
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A calibrated churn model with what it was trained on."""
+
+    model: CalibratedClassifierCV
+    booster: lgb.LGBMClassifier
+    features: list[str]
+    split: TimeSplit
+    calibration_method: str
+    train_rows: int
+    validation: dict
+
+    @property
+    def best_iteration(self) -> int:
+        """Boosting rounds kept by early stopping."""
+        return int(self.booster.best_iteration_ or self.booster.n_estimators)
+
+
+def rows_at(snapshots: pd.DataFrame, cutoffs: list[dt.date] | dt.date) -> pd.DataFrame:
+    """Snapshot rows of one cutoff or a list of cutoffs."""
+    wanted = cutoffs if isinstance(cutoffs, list) else [cutoffs]
+    return snapshots[snapshots["cutoff"].isin(wanted)]
+
+
+def fit_churn_model(
+    snapshots: pd.DataFrame, candidates: list[str], horizon_days: int, tp: TrainParams, seed: int, threads: int
+) -> TrainedModel:
+    """Split by time, fit the booster with early stopping, calibrate it on the later slice."""
+    split = time_split(sorted(snapshots["cutoff"].unique()), horizon_days, tp.max_train_cutoffs)
+    tr, va, ca = (rows_at(snapshots, c) for c in (split.train, split.validation, split.calibration))
+    names = usable_features(tr, candidates)
+    y_tr, y_va, y_ca = (r[LABEL].to_numpy(int) for r in (tr, va, ca))
+    booster = fit_booster(matrix(tr, names), y_tr, matrix(va, names), y_va, tp, seed, threads)
+    method = calibration_method(tp, len(ca))
+    model = calibrate(booster, matrix(ca, names), y_ca, method)
+    validation = classification_metrics(y_va, booster.predict_proba(matrix(va, names))[:, 1])
+    return TrainedModel(model, booster, names, split, method, len(tr), validation)

@@ -95,3 +95,18 @@ def test_second_repro_does_nothing(project: Path) -> None:
     res = _run([dvc, "repro"], project)
     assert "up to date" in res.stdout.lower(), res.stdout
     assert "Running stage" not in res.stdout
+
+
+def test_score_another_date_from_the_command_line(project: Path) -> None:
+    _run(["bin/winback", "score", "--as-of", "2026-05-15"], project)
+    lst = pd.read_parquet(project / "outputs" / "winback" / "2026-05-15" / "winback.parquet")
+    assert len(lst) > 100
+    assert (lst["as_of"] == "2026-05-15").all()
+    assert lst["churn_probability"].between(0, 1).all()
+
+
+def test_scoring_without_a_champion_fails_with_a_clear_message(project: Path, tmp_path: Path) -> None:
+    env = _env(project) | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
+    res = subprocess.run(["bin/winback", "score"], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 2
+    assert "winback-churn@champion" in " ".join((res.stdout + res.stderr).split())

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import TrainParams
+from pipeline.errors import WinbackError
 from pipeline.train import (
     calibrate,
     calibration_method,
@@ -36,7 +37,7 @@ def test_time_split_leaves_a_full_horizon_between_roles() -> None:
 
 
 def test_time_split_needs_enough_history() -> None:
-    with pytest.raises(ValueError, match="not enough labelable history"):
+    with pytest.raises(WinbackError, match="not enough labelable history"):
         time_split(WEEKLY[:10], horizon_days=28)
 
 
