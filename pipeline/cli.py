@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from pipeline import stages
-from pipeline.config import load_params
+from pipeline.config import Params, load_params
 from pipeline.errors import WinbackError
 from pipeline.paths import Paths
 
@@ -106,6 +106,24 @@ def report(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path(".")) -
     list_dir = json.loads(latest.read_text())["dir"]
     console.print(f"win-back list: {Path(list_dir) / 'winback.csv'}")
     console.print(f"report:        {target}")
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="params file (same schema as params.yaml)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory for every output of the run")],
+) -> None:
+    """Run every stage on the source, mapping and churn definition in a config file."""
+    from pipeline.run import run_all
+
+    def progress(stage: str, _: Any) -> None:
+        console.print(f"[green]done[/] {stage}")
+
+    def run(params: Params, paths: Paths) -> Any:
+        return run_all(params, paths.root, progress)
+
+    _run(run, config, out)
+    where(out)
 
 
 @app.command()

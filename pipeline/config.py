@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from features.events import ALL_ROLES, CANONICAL_COLUMNS, REQUIRED_COLUMNS
 from pipeline.errors import WinbackError
 
+# derived columns are added to each source frame under this prefix, which no real column uses
+DERIVED_PREFIX = "=derived:"
+
 
 class Strict(BaseModel):
     """Base model that rejects unknown keys, so a typo in params.yaml fails loudly."""
@@ -22,9 +25,16 @@ class Strict(BaseModel):
 class DataParams(Strict):
     """Where the raw events are and how their columns and event types map to the canonical ones."""
 
+    # "synthetic", a path or glob of Parquet/CSV files, or "package:<pkg>/<path>" for a data file
+    # shipped inside an installed Python package
     source: str = "synthetic"
     # canonical column -> source column (None: the source has no such column)
     columns: dict[str, str | None] = Field(default_factory=dict)
+    # canonical column -> SQL expression over the source columns, evaluated by DuckDB per file,
+    # e.g. {amount: "Quantity * UnitPrice"}; use it when no single source column holds the value
+    derive: dict[str, str] = Field(default_factory=dict)
+    # column names for CSV files without a header row (None: the first row is the header)
+    csv_columns: list[str] | None = None
     # canonical role -> source event types that play it
     event_types: dict[str, list[str]] = Field(default_factory=dict)
     # role given to every row when the source has no event_type column (transactions-only)
@@ -46,6 +56,23 @@ class DataParams(Strict):
             )
         return v
 
+    @field_validator("derive")
+    @classmethod
+    def _known_derived(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(CANONICAL_COLUMNS))
+        if unknown:
+            raise ValueError(
+                f"unknown canonical column(s) {unknown} in data.derive; known: {sorted(CANONICAL_COLUMNS)}"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _derive_or_map(self) -> DataParams:
+        both = sorted(set(self.derive) & set(self.columns))
+        if both:
+            raise ValueError(f"column(s) {both} are in both data.columns and data.derive: keep one")
+        return self
+
     @field_validator("event_types")
     @classmethod
     def _known_roles(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -56,6 +83,8 @@ class DataParams(Strict):
 
     def source_column(self, canonical: str) -> str | None:
         """Source column that feeds a canonical column (identity when not mapped)."""
+        if canonical in self.derive:
+            return DERIVED_PREFIX + canonical
         return self.columns.get(canonical, canonical)
 
     @property

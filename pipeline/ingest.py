@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import re
 import warnings
 from collections import Counter
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
@@ -34,7 +36,7 @@ import pyarrow
 import pyarrow.parquet as pq
 
 from features.events import ALL_ROLES, CANONICAL_COLUMNS, OPTIONAL_COLUMNS, OTHER, REQUIRED_COLUMNS
-from pipeline.config import DataParams
+from pipeline.config import DERIVED_PREFIX, DataParams
 from pipeline.errors import WinbackError
 from pipeline.io import write_csv, write_json, write_parquet
 
@@ -114,7 +116,8 @@ def resolve_source(data: DataParams, synthetic_path: Path) -> list[Path]:
                 "run the generate stage first (dvc repro generate)"
             )
         return [path]
-    pattern = str(Path(data.source).expanduser())
+    pattern = str(package_path(data.source)) if data.source.startswith("package:") else data.source
+    pattern = str(Path(pattern).expanduser())
     if any(ch in pattern for ch in "*?["):
         matched = [Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()]
     elif Path(pattern).is_dir():
@@ -137,6 +140,19 @@ def resolve_source(data: DataParams, synthetic_path: Path) -> list[Path]:
     return files
 
 
+def package_path(source: str) -> Path:
+    """Resolve 'package:<pkg>/<path>' to a data file inside an installed package (without importing it)."""
+    spec_text = source.removeprefix("package:")
+    package, _, inner = spec_text.partition("/")
+    spec = importlib.util.find_spec(package) if package else None
+    if spec is None or not spec.submodule_search_locations:
+        raise IngestError(
+            f"data.source {source!r}: Python package {package!r} is not installed; install it "
+            f"(e.g. pip install {package}) or point data.source at a file path"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / inner
+
+
 def _is_parquet(path: Path) -> bool:
     return path.name.lower().endswith(PARQUET_SUFFIXES)
 
@@ -147,11 +163,41 @@ _READ_ERRORS = (OSError, ValueError, pyarrow.ArrowException)  # ParserError and 
 def _read_columns(path: Path, data: DataParams) -> list[str]:
     """Column names of a file, reading only its schema or header."""
     try:
-        if _is_parquet(path):
-            return [str(c) for c in pq.read_schema(path).names if not str(c).startswith("__index_level_")]
-        return [str(c) for c in pd.read_csv(path, sep=data.csv_delimiter, nrows=0, dtype=str).columns]
+        # an empty frame with the file's own column types, so derived expressions type-check here
+        empty = pq.read_schema(path).empty_table().to_pandas() if _is_parquet(path) else _read_csv(path, data, 0)
     except _READ_ERRORS as exc:
         raise IngestError(_unreadable(path, data, exc)) from exc
+    empty = empty[[c for c in empty.columns if not str(c).startswith("__index_level_")]]
+    return [str(c) for c in derive_columns(empty, data, str(path)).columns]
+
+
+def _read_csv(path: Path, data: DataParams, nrows: int | None = None) -> pd.DataFrame:
+    header = {"header": None, "names": data.csv_columns} if data.csv_columns else {}
+    return pd.read_csv(path, sep=data.csv_delimiter, dtype=str, keep_default_na=False, nrows=nrows, **header)
+
+
+def derive_columns(raw: pd.DataFrame, data: DataParams, source_name: str) -> pd.DataFrame:
+    """Add the `data.derive` columns, each a DuckDB SQL expression over the source columns."""
+    if not data.derive:
+        return raw
+    exprs = ", ".join(f'({expr}) AS "{DERIVED_PREFIX}{name}"' for name, expr in data.derive.items())
+    con = duckdb.connect()
+    try:
+        con.register("source", raw)
+        derived = con.execute(f"SELECT {exprs} FROM source").df()
+    except duckdb.Error as exc:
+        raise IngestError(
+            f"{source_name}: data.derive cannot be evaluated ({', '.join(data.derive)}): "
+            f"{str(exc).splitlines()[0]}. Fix the SQL "
+            f"expression in data.derive in params.yaml; source columns are {list(raw.columns)}"
+            + (" and are read as text from CSV (use TRY_CAST(col AS DOUBLE))" if len(raw.columns) else "")
+        ) from exc
+    finally:
+        con.close()
+    out = raw.copy()
+    for col in derived.columns:
+        out[col] = derived[col].to_numpy()
+    return out
 
 
 def _unreadable(path: Path, data: DataParams, exc: Exception) -> str:
@@ -167,11 +213,10 @@ def read_file(path: Path, data: DataParams) -> pd.DataFrame:
     """Read one Parquet or CSV file; CSV cells are read as raw strings so bad values can be quarantined."""
     path = Path(path)
     try:
-        if _is_parquet(path):
-            return pd.read_parquet(path)
-        return pd.read_csv(path, sep=data.csv_delimiter, dtype=str, keep_default_na=False)
+        raw = pd.read_parquet(path) if _is_parquet(path) else _read_csv(path, data)
     except _READ_ERRORS as exc:
         raise IngestError(_unreadable(path, data, exc)) from exc
+    return derive_columns(raw, data, str(path))
 
 
 # ------------------------------------------------------------------------------------------ mapping

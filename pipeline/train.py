@@ -45,18 +45,21 @@ def _latest_closed_by(cutoffs: list[dt.date], bound: dt.date, horizon: int) -> l
 
 
 def time_split(cutoffs: list[dt.date], horizon_days: int, max_train_cutoffs: int | None = None) -> TimeSplit:
-    """Test = last cutoff; calibration, validation and training each end a full horizon earlier.
+    """Test = last cutoff; calibration = the latest cutoff whose labels closed by the test cutoff;
+    validation (early stopping) = the cutoff before it; training = cutoffs whose labels closed by
+    the validation cutoff.
 
     This emulates production: the model evaluated at `test` never saw a label whose window was
-    still open at `test`.
+    still open at `test`, and early stopping never saw a training label from its own window.
+    Validation and calibration are adjacent so that a year of data leaves room for training.
     """
     cutoffs = sorted(cutoffs)
     test = cutoffs[-1]
     cal = _latest_closed_by(cutoffs, test, horizon_days)
-    val = _latest_closed_by(cal, cal[-1], horizon_days) if cal else []
+    val = [c for c in cutoffs if c < cal[-1]] if cal else []
     train = _latest_closed_by(val, val[-1], horizon_days) if val else []
     if not train:
-        span = 3 * horizon_days
+        span = 2 * horizon_days
         raise WinbackError(
             f"not enough labelable history: the time split needs training cutoffs at least {span} days "
             f"before the last labelable cutoff {test} (have {cutoffs[0]}..{test}); use more data, "

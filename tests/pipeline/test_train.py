@@ -23,22 +23,25 @@ from pipeline.train import (
 WEEKLY = [dt.date(2024, 1, 7) + dt.timedelta(weeks=i) for i in range(40)]
 
 
-def test_time_split_leaves_a_full_horizon_between_roles() -> None:
+def test_time_split_closes_every_label_before_the_role_that_uses_it() -> None:
     s = time_split(WEEKLY, horizon_days=28)
     h = dt.timedelta(days=28)
     assert s.test == WEEKLY[-1]
+    # calibration and validation labels close by the test cutoff
     assert s.calibration + h <= s.test
-    assert s.validation + h <= s.calibration
+    assert s.validation < s.calibration
+    # training labels close by the validation cutoff
     assert all(c + h <= s.validation for c in s.train)
     # the latest cutoffs allowed are used
     assert s.calibration == s.test - h
+    assert s.validation == s.calibration - dt.timedelta(weeks=1)
     assert s.train[-1] == s.validation - h
     assert s.train[0] == WEEKLY[0]
 
 
 def test_time_split_needs_enough_history() -> None:
     with pytest.raises(WinbackError, match="not enough labelable history"):
-        time_split(WEEKLY[:10], horizon_days=28)
+        time_split(WEEKLY[:9], horizon_days=28)
 
 
 def test_max_train_cutoffs_keeps_the_latest() -> None:
