@@ -63,6 +63,11 @@ class SnapshotContext:
         newest = self.rows[ts_column].max(where=where)
         return (self._cutoff_ts() - newest).cast("float64") / SECONDS_PER_DAY
 
+    def days_since_first_purchase(self) -> ibis.Expr:
+        """Elapsed days from the user's first order to the cutoff (null if none)."""
+        first = self.rows.first_purchase_ts.min()
+        return (self._cutoff_ts() - first).cast("float64") / SECONDS_PER_DAY
+
     def days_since_first(self) -> ibis.Expr:
         """Elapsed days from the user's first event to the cutoff."""
         return (self._cutoff_ts() - self.rows.first_ts.min()).cast("float64") / SECONDS_PER_DAY
@@ -216,6 +221,24 @@ def _purchase(windows: list[int]) -> list[Feature]:
             lambda c: c.sum("n_orders"),
             ("{value:.0f} order{s} in total",),
             unit="orders",
+        ),
+        Feature(
+            "purchase_days_total",
+            "purchase",
+            "Days with at least one order before the cutoff (BG/NBD frequency + 1)",
+            lambda c: c.active_days(where=c.rows.n_orders > 0),
+            ("Ordered on {value:.0f} different day{s}",),
+            unit="days",
+        ),
+        Feature(
+            "days_since_first_purchase",
+            "purchase",
+            "Days from the first order to the cutoff (BG/NBD customer age T)",
+            lambda c: c.days_since_first_purchase(),
+            ("First order {value:.0f} day{s} ago",),
+            reason_missing="Has never ordered",
+            unit="days",
+            actionable=False,
         ),
         Feature(
             "revenue_total",

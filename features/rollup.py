@@ -49,6 +49,7 @@ def user_day_rollup(events: Table) -> Table:
     aggs |= {
         "n_orders": _distinct_orders(e, purchase),
         "n_coupon_orders": _distinct_orders(e, purchase & (e.discount.fill_null(0) > 0)),
+        "first_purchase_ts": e.ts.min(where=purchase),
         "last_purchase_ts": e.ts.max(where=purchase),
         "revenue": _exact_sum(e.amount, purchase),
         "refund_amount": _exact_sum(e.amount.abs(), role == "refund"),

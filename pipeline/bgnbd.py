@@ -15,6 +15,8 @@ from scipy.optimize import minimize
 from scipy.special import digamma, expit, gammaln, hyp2f1
 
 _LOG_BOUND = 25.0  # log-parameters are kept in [-25, 25] so exp() never overflows
+_SHAPE_RANGE = (1e-5, 1e5)  # r, a, b beyond this: a degenerate fit (e.g. no dropout) that 2F1 cannot evaluate
+_PENALISED = np.array([1.0, 0.0, 1.0, 1.0])  # the ridge acts on log r, log a, log b
 _A_NEAR_ONE = 1e-5  # expected_purchases has a removable 0/0 at a == 1
 
 
@@ -56,7 +58,7 @@ def log_likelihood(params: BGNBD, x, t_x, T) -> np.ndarray:
 
 
 def _objective(log_params: np.ndarray, x, t_x, T, w: np.ndarray, penalizer: float) -> tuple[float, np.ndarray]:
-    """Weighted mean negative log-likelihood (+ L2 on the parameters) and its gradient in log-parameters."""
+    """Weighted mean negative log-likelihood (+ ridge on log r, log a, log b) and its gradient in log-parameters."""
     r, alpha, a, b = params = np.exp(log_params)
     common, alive, dropped = _terms(r, alpha, a, b, x, t_x, T)
     lse = np.logaddexp(alive, dropped)
@@ -73,13 +75,14 @@ def _objective(log_params: np.ndarray, x, t_x, T, w: np.ndarray, penalizer: floa
         d_ab + digamma(b + x) - digamma(b) - d_abx - p_drop_term / (b + np.maximum(x, 1) - 1),
     )
     total = w.sum()
-    value = -float(w @ (common + lse)) / total + penalizer * float(params @ params)
-    grad = np.array([-(w @ g) / total for g in grads]) + 2 * penalizer * params
-    return value, grad * params  # chain rule: d/dlog(theta) = theta * d/dtheta
+    shapes = log_params * _PENALISED  # alpha carries the time unit: not penalised
+    value = -float(w @ (common + lse)) / total + penalizer * float(shapes @ shapes)
+    grad = np.array([-(w @ g) / total for g in grads]) * params  # chain rule: d/dlog(theta) = theta * d/dtheta
+    return value, grad + 2 * penalizer * shapes
 
 
 def fit_bgnbd(x, t_x, T, weights=None, penalizer: float = 0.0) -> BGNBD:
-    """Maximum-likelihood BG/NBD fit (weights: e.g. counts of identical rows; penalizer: L2 on r, alpha, a, b)."""
+    """Maximum-likelihood BG/NBD fit; weights e.g. counts of identical rows; penalizer a ridge on log r, a, b."""
     x, t_x, T = (v.ravel() for v in _history(x, t_x, T))
     if x.size == 0:
         raise ValueError("BG/NBD: cannot fit on empty input")
@@ -88,12 +91,17 @@ def fit_bgnbd(x, t_x, T, weights=None, penalizer: float = 0.0) -> BGNBD:
         raise ValueError("BG/NBD: weights must be finite, >= 0 and not all zero")
     if penalizer < 0:
         raise ValueError("BG/NBD: penalizer must be >= 0")
-    if not (w * (T > 0)).any():
-        raise ValueError("BG/NBD: every customer has T == 0; nothing to fit")
+    if not (w * (x > 0)).any():
+        raise ValueError("BG/NBD: no repeat purchases at all; the dropout process (a, b) is not identified")
 
-    # Deterministic starts: unit parameters, and a Gamma mean rate matched to the observed repeat rate.
+    # Identical histories are common (integer days): fit on unique rows weighted by their counts.
+    rows, inverse = np.unique(np.column_stack([x, t_x, T])[w > 0], axis=0, return_inverse=True)
+    w = np.bincount(inverse.ravel(), weights=w[w > 0], minlength=len(rows))
+    x, t_x, T = rows.T.copy()
+
+    # Two deterministic starts, each with the Gamma mean rate r / alpha matched to the observed repeat rate.
     rate = max(float(w @ x) / max(float(w @ T), 1e-12), 1e-12)
-    starts = [np.zeros(4), np.log([1.0, 1.0 / rate, 1.0, 1.0]), np.log([0.5, 0.5 / rate, 0.5, 2.0])]
+    starts = [np.log([1.0, 1.0 / rate, 1.0, 1.0]), np.log([0.5, 0.5 / rate, 0.5, 2.0])]
     bounds = [(-_LOG_BOUND, _LOG_BOUND)] * 4
     best = None
     for start in starts:
@@ -112,12 +120,14 @@ def fit_bgnbd(x, t_x, T, weights=None, penalizer: float = 0.0) -> BGNBD:
             best = res
     if best is None:
         raise ValueError("BG/NBD fit did not converge from any starting point; check the data or set penalizer > 0")
-    if (np.abs(best.x) >= _LOG_BOUND - 1e-6).any():
+    fit = BGNBD(*(float(v) for v in np.exp(best.x)))
+    lo, hi = _SHAPE_RANGE
+    if (np.abs(best.x) >= _LOG_BOUND - 1e-6).any() or not all(lo <= v <= hi for v in (fit.r, fit.a, fit.b)):
         raise ValueError(
-            f"BG/NBD fit ran to a parameter bound (log-params {np.round(best.x, 2).tolist()}): the data do not "
-            "identify the model (e.g. no sign of dropout); set penalizer > 0"
+            f"BG/NBD fit is degenerate ({fit}): the data do not identify the model (e.g. no sign of dropout or "
+            "of rate heterogeneity); set penalizer > 0"
         )
-    return BGNBD(*(float(v) for v in np.exp(best.x)))
+    return fit
 
 
 def _log_odds_dead(params: BGNBD, x, t_x, T) -> np.ndarray:
@@ -158,8 +168,9 @@ def expected_purchases(params: BGNBD, t, x, t_x, T) -> np.ndarray:
     shape = t.shape
     t, x, t_x, T = (v.ravel() for v in (t, x, t_x, T))
     r, alpha, a, b = astuple(params)
-    if abs(a - 1) < _A_NEAR_ONE:  # removable 0/0 at a == 1: average both sides (error O(h^2))
-        given_alive = 0.5 * sum(_expected_given_alive(r, alpha, 1 + s, b, t, x, T) for s in (-_A_NEAR_ONE, _A_NEAR_ONE))
+    if abs(a - 1) < _A_NEAR_ONE:  # removable 0/0 at a == 1: interpolate linearly between 1 - h and 1 + h
+        below, above = (_expected_given_alive(r, alpha, 1 + s, b, t, x, T) for s in (-_A_NEAR_ONE, _A_NEAR_ONE))
+        given_alive = below + (a - 1 + _A_NEAR_ONE) / (2 * _A_NEAR_ONE) * (above - below)
     else:
         given_alive = _expected_given_alive(r, alpha, a, b, t, x, T)
     out = np.where(t > 0, expit(-_log_odds_dead(params, x, t_x, T)) * given_alive, 0.0)

@@ -173,6 +173,10 @@ class EvaluateParams(Strict):
     calibration_bins: int = Field(10, ge=2)
     # a challenger must beat the champion's ROC-AUC by at least this much to replace it
     min_improvement: float = Field(0.0, ge=0)
+    # users the retention team can contact per campaign: precision / recall / value recall at K
+    contact_capacity: int = Field(500, ge=1)
+    # consecutive test cutoffs of the rolling-origin backtest (the last one is the promotion cutoff)
+    backtest_cutoffs: int = Field(6, ge=1)
 
 
 class ScoreParams(Strict):

@@ -30,11 +30,25 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
 
 def _top(p: np.ndarray, fraction: float) -> np.ndarray:
     # stable ordering so ties resolve the same way every run
-    k = max(1, round(len(p) * fraction))
+    k = min(len(p), max(1, round(len(p) * fraction)))
     order = np.argsort(-p, kind="stable")
     mask = np.zeros(len(p), dtype=bool)
     mask[order[:k]] = True
     return mask
+
+
+def capacity_metrics(y: np.ndarray, p: np.ndarray, value: np.ndarray, capacity: int) -> dict:
+    """Precision and recall among the `capacity` highest-risk users, and the share of churners' value they hold."""
+    y = np.asarray(y, dtype=int)
+    k = min(capacity, len(y))
+    top = _top(np.asarray(p, dtype=float), k / len(y)) if len(y) else np.zeros(0, bool)
+    churn_value = np.where(y == 1, np.nan_to_num(np.asarray(value, dtype=float)), 0.0)
+    return {
+        "precision_at_k": float(y[top].mean()) if k else float("nan"),
+        "recall_at_k": float(y[top].sum() / max(y.sum(), 1)),
+        "value_recall_at_k": float(churn_value[top].sum() / churn_value.sum()) if churn_value.sum() > 0 else 0.0,
+        "k": int(k),
+    }
 
 
 def classification_metrics(y: np.ndarray, p: np.ndarray, top_fraction: float = 0.1, bins: int = 10) -> dict:

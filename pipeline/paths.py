@@ -53,6 +53,10 @@ class Paths:
         return self._p("data", "evaluate", "predictions.parquet")
 
     @property
+    def backtest_metrics(self) -> Path:
+        return self._p("data", "evaluate", "backtest_metrics.csv")
+
+    @property
     def reports(self) -> Path:
         return self._p("reports")
 

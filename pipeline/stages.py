@@ -11,13 +11,12 @@ import pandas as pd
 
 from features.catalogue import catalogue, catalogue_table
 from pipeline import io, tracking
-from pipeline.baselines import RecencyBaseline
 from pipeline.build import build_snapshots, data_span, labelable_cutoffs, rollup
 from pipeline.config import Params
 from pipeline.engine import connect, read_events
 from pipeline.errors import WinbackError
 from pipeline.explain import family_totals, global_importance, plot_bar, plot_beeswarm, shap_values
-from pipeline.metrics import calibration_figure, classification_metrics, curves
+from pipeline.metrics import calibration_figure, curves
 from pipeline.paths import Paths
 from pipeline.reasons import top_reasons
 from pipeline.score import list_summary, winback_list
@@ -91,38 +90,39 @@ def train(params: Params, paths: Paths) -> dict:
 
 
 def evaluate(params: Params, paths: Paths) -> dict:
-    """Out-of-time metrics at the test cutoff for the model and the baseline; promote or not."""
+    """Rolling-origin backtest of the model and every baseline; promote or not on the last cutoff."""
+    from pipeline.backtest import run_backtest, summarise
     from pipeline.promotion import decide
 
     info = json.loads(paths.train_info.read_text())
     snap = pd.read_parquet(paths.snapshots)
-    split = info["split"]
-    test = rows_at(snap, dt.date.fromisoformat(split["test"]))
-    train_cutoffs = [c for c in snap["cutoff"].unique() if c <= dt.date.fromisoformat(split["train_last"])]
-    tr = rows_at(snap, sorted(train_cutoffs))
-    y = test[LABEL].to_numpy(int)
     model = tracking.load_model(info["model_uri"])
-    scores = {
-        "model": model.predict_proba(matrix(test, info["features"]))[:, 1],
-        "baseline_recency": RecencyBaseline().fit(tr, tr[LABEL].to_numpy(int)).predict_proba(test),
+    preds, long = run_backtest(snap, params, model)
+    io.write_parquet(preds, paths.predictions)
+    io.write_csv(long, paths.backtest_metrics)
+    test_cutoff = dt.date.fromisoformat(info["split"]["test"])
+    last = preds[preds["cutoff"] == test_cutoff]
+    results = {
+        name: grp.set_index("metric")["value"].to_dict()
+        for name, grp in long[long["cutoff"] == test_cutoff].groupby("model")
     }
-    ep = params.evaluate
-    results = {name: classification_metrics(y, p, ep.top_fraction, ep.calibration_bins) for name, p in scores.items()}
-    results_curves = curves(y, scores, ep.calibration_bins)
+    scores = {c.removeprefix("p_"): last[c].to_numpy() for c in last.columns if c.startswith("p_")}
+    results_curves = curves(last[LABEL].to_numpy(int), scores, params.evaluate.calibration_bins)
     for curve, df in results_curves.items():
         for model_name, part in df.groupby("model", sort=True):
             io.write_csv(part.drop(columns="model"), paths.plots / curve / f"{model_name}.csv")
-    preds = test[["user_id", "cutoff", LABEL]].assign(**{f"p_{k}": v for k, v in scores.items()})
-    io.write_parquet(preds.reset_index(drop=True), paths.predictions)
     tracking.setup(params.mlflow)
-    decision = decide(params, info, test, results)
+    decision = decide(params, info, rows_at(snap, test_cutoff), results)
+    backtest = summarise(long)
     with mlflow.start_run(run_id=info["run_id"]):
-        mlflow.log_metrics({f"test_{k}": v for k, v in results["model"].items() if isinstance(v, float)})
-        mlflow.log_metrics({f"baseline_{k}": v for k, v in results["baseline_recency"].items() if isinstance(v, float)})
+        for name, metrics in results.items():
+            mlflow.log_metrics({f"test_{name}_{k}": v for k, v in metrics.items()})
+        for name, metrics in backtest["mean"].items():
+            mlflow.log_metrics({f"backtest_{name}_{k}": v for k, v in metrics.items()})
         mlflow.set_tag("promotion", decision["decision"])
         mlflow.log_artifacts(str(paths.plots), artifact_path="plots")
         mlflow.log_figure(calibration_figure(results_curves["calibration"]), "plots/calibration.png")
-    out = {"test_cutoff": split["test"], **results}
+    out = {"test_cutoff": test_cutoff.isoformat(), **results, "backtest": backtest}
     io.write_json(out, paths.metrics("evaluate"))
     io.write_json(decision, paths.champion_info)
     return {**out, "promotion": decision}

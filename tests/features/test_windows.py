@@ -101,6 +101,8 @@ def test_purchase_family_values(con) -> None:
     assert f["coupon_share_total"] == pytest.approx(1 / 3)
     assert f["refund_share_total"] == pytest.approx(0.25)
     assert f["tenure_days"] == pytest.approx(60 - 10 / 24)
+    assert f["purchase_days_total"] == 3
+    assert f["days_since_first_purchase"] == pytest.approx(60 - 10 / 24)
 
 
 def test_service_logistics_satisfaction_loyalty(con) -> None:
