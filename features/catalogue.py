@@ -293,6 +293,33 @@ def _purchase(windows: list[int]) -> list[Feature]:
             unit="ratio",
         ),
     ]
+    out += [
+        Feature(
+            "monthly_order_rate",
+            "purchase",
+            "Orders per 30 days of tenure (a rate, comparable across customer ages)",
+            lambda c: ratio(c.sum("n_orders") * 30, c.days_since_first().clip(lower=30)),
+            ("Orders about {value:.1f} times a month",),
+            unit="orders / 30 days",
+        ),
+        Feature(
+            "monthly_revenue_rate",
+            "purchase",
+            "Revenue per 30 days of tenure",
+            lambda c: ratio(c.sum_fixed("revenue") * 30, c.days_since_first().clip(lower=30)),
+            ("Spends about {value:,.0f} a month",),
+            unit="currency / 30 days",
+        ),
+        Feature(
+            f"recent_order_share_{long}d",
+            "purchase",
+            f"Share of all orders placed in the last {long} days",
+            lambda c: ratio(c.sum("n_orders", long), c.sum("n_orders")),
+            (f"{{value:.0%}} of all orders were in the last {long} days",),
+            unit="share",
+            window=long,
+        ),
+    ]
     for w in sorted({mid, long}):
         out += [
             Feature(

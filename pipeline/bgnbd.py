@@ -17,7 +17,8 @@ from scipy.special import digamma, expit, gammaln, hyp2f1
 _LOG_BOUND = 25.0  # log-parameters are kept in [-25, 25] so exp() never overflows
 _SHAPE_RANGE = (1e-5, 1e5)  # r, a, b beyond this: a degenerate fit (e.g. no dropout) that 2F1 cannot evaluate
 _PENALISED = np.array([1.0, 0.0, 1.0, 1.0])  # the ridge acts on log r, log a, log b
-_A_NEAR_ONE = 1e-5  # expected_purchases has a removable 0/0 at a == 1
+_A_NEAR_ONE = 1e-5
+_C_NUDGE = 1e-6  # expected_purchases has a removable 0/0 at a == 1
 
 
 @dataclass(frozen=True)
@@ -143,19 +144,28 @@ def p_alive(params: BGNBD, x, t_x, T) -> np.ndarray:
     return expit(-_log_odds_dead(params, x, t_x, T))
 
 
+def _hyp2f1(p1, p2, c, z) -> np.ndarray:
+    """scipy's 2F1, retried with c nudged both ways where it is NaN (seen when c - p1 - p2 is an integer, z near 1)."""
+    p1, p2, c, z = np.broadcast_arrays(p1, p2, c, z)
+    out = np.asarray(hyp2f1(p1, p2, c, z), dtype="float64")
+    bad = ~np.isfinite(out)
+    if bad.any():
+        args = p1[bad], p2[bad], c[bad], z[bad]
+        out[bad] = 0.5 * (
+            hyp2f1(*args[:2], args[2] - _C_NUDGE, args[3]) + hyp2f1(*args[:2], args[2] + _C_NUDGE, args[3])
+        )
+    return out
+
+
 def _expected_given_alive(r: float, alpha: float, a: float, b: float, t, x, T) -> np.ndarray:
-    """E[purchases in (T, T+t] | alive at T, x] in closed form, via the Gauss hypergeometric 2F1 (1-d arrays)."""
+    """E[purchases in (T, T+t] | alive at T, x] in closed form, via the Gauss hypergeometric 2F1."""
     z = np.clip(t / (alpha + T + t), 0.0, 1.0 - 1e-15)
     c = a + b + x - 1
-    # (1-z)^(r+x) 2F1(r+x, b+x; c; z) == (1-z)^(a-1) 2F1(c-r-x, a-1; c; z) (Euler). Evaluate the form whose
-    # series converges at z = 1 (c - a' - b' > 0), so 2F1 stays bounded and well conditioned as t grows.
+    # (1-z)^(r+x) 2F1(r+x, b+x; c; z) == (1-z)^(a-1) 2F1(c-r-x, a-1; c; z) (Euler). Use the form whose series
+    # converges at z = 1 (c - p1 - p2 > 0): 2F1 stays bounded as t grows, where the other overflows for large x.
     direct = a - 1 - r - x > 0
-    euler = ~direct
-    term = np.empty_like(z)
-    term[direct] = np.exp((r + x[direct]) * np.log1p(-z[direct])) * hyp2f1(
-        r + x[direct], b + x[direct], c[direct], z[direct]
-    )
-    term[euler] = np.exp((a - 1) * np.log1p(-z[euler])) * hyp2f1(a + b - 1 - r, a - 1, c[euler], z[euler])
+    power = np.where(direct, r + x, a - 1)
+    term = np.exp(power * np.log1p(-z)) * _hyp2f1(power, np.where(direct, b + x, c - r - x), c, z)
     return c / (a - 1) * (1.0 - term)
 
 

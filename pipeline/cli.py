@@ -127,6 +127,54 @@ def run(
 
 
 @app.command()
+def sensitivity(
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+    horizons: Annotated[str, typer.Option(help="comma-separated horizons in days")] = "30,60,90,180",
+    qualifying: Annotated[str, typer.Option(help="comma-separated: any, purchase, or roles joined by +")] = (
+        "any,purchase"
+    ),
+) -> None:
+    """Sweep the churn definition: base rate, ROC-AUC and ECE per horizon and qualifying activity."""
+    from pipeline import io
+    from pipeline.sensitivity import sweep
+
+    def run(p: Params, paths: Paths) -> Any:
+        table = sweep(p, paths, [int(h) for h in horizons.split(",")], qualifying.split(","))
+        io.write_csv(table, paths.root / "reports" / "label_sensitivity.csv")
+        return table
+
+    table = _run(run, params, root)
+    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    console.print(f"written: {Path(root) / 'reports' / 'label_sensitivity.csv'}")
+
+
+@app.command()
+def tune(
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+    trials: Annotated[int, typer.Option(min=1, help="Optuna trials")] = 30,
+    write: Annotated[bool, typer.Option("--write", help="write the best values into the params file")] = False,
+) -> None:
+    """Tune LightGBM on the time-ordered validation cutoff (trials logged to MLflow as nested runs)."""
+    import pandas as pd
+
+    from pipeline import tracking
+    from pipeline.tune import tune as run_tune
+    from pipeline.tune import write_params
+
+    def run(p: Params, paths: Paths) -> Any:
+        tracking.setup(p.mlflow)
+        return run_tune(pd.read_parquet(paths.snapshots), p, trials)
+
+    best, loss = _run(run, params, root)
+    console.print(f"best validation log loss {loss:.4f} with {best}")
+    if write:
+        write_params(params, best)
+        console.print(f"written to {params}")
+
+
+@app.command()
 def where(root: RootOpt = Path(".")) -> None:
     """Print where the latest win-back list and report are."""
     paths = Paths(root)

@@ -270,6 +270,9 @@ def test_fit_recovers_parameters_of_simulated_data() -> None:
     assert fit.alpha == pytest.approx(truth.alpha, rel=0.2)
     assert fit.a == pytest.approx(truth.a, rel=0.3)
     assert fit.b == pytest.approx(truth.b, rel=0.35)
+    # the better-determined means: of the purchase rate (r / alpha) and of the dropout probability (a / (a + b))
+    assert fit.r / fit.alpha == pytest.approx(truth.r / truth.alpha, rel=0.1)
+    assert fit.a / (fit.a + fit.b) == pytest.approx(truth.a / (truth.a + truth.b), rel=0.12)
     ll_fit = log_likelihood(fit, sim["x"], sim["t_x"], sim["T"]).sum()
     assert ll_fit >= log_likelihood(truth, sim["x"], sim["t_x"], sim["T"]).sum()
 
