@@ -17,8 +17,8 @@ from scipy.special import digamma, expit, gammaln, hyp2f1
 _LOG_BOUND = 25.0  # log-parameters are kept in [-25, 25] so exp() never overflows
 _SHAPE_RANGE = (1e-5, 1e5)  # r, a, b beyond this: a degenerate fit (e.g. no dropout) that 2F1 cannot evaluate
 _PENALISED = np.array([1.0, 0.0, 1.0, 1.0])  # the ridge acts on log r, log a, log b
-_A_NEAR_ONE = 1e-5
-_C_NUDGE = 1e-6  # expected_purchases has a removable 0/0 at a == 1
+_A_NEAR_ONE = 1e-5  # expected_purchases has a removable 0/0 at a == 1
+_C_NUDGE = 1e-6  # scipy's hyp2f1 returns NaN in some cases with integer c - p1 - p2
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class BGNBD:
 
 
 def _history(x, t_x, T) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated float arrays of x, t_x, T, broadcast to one shape."""
     x, t_x, T = np.broadcast_arrays(*(np.asarray(v, dtype="float64") for v in (x, t_x, T)))
     if not (np.isfinite(x).all() and np.isfinite(t_x).all() and np.isfinite(T).all()):
         raise ValueError("BG/NBD: x, t_x and T must be finite (no NaN or inf)")
@@ -42,7 +43,7 @@ def _history(x, t_x, T) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, t_x, T
 
 
-def _terms(r: float, alpha: float, a: float, b: float, x, t_x, T):
+def _terms(r: float, alpha: float, a: float, b: float, x, t_x, T) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Log-likelihood pieces: the common part, the 'alive at T' and the 'dropped after t_x' (x > 0 only) terms."""
     common = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
     common += gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
@@ -65,29 +66,27 @@ def _objective(log_params: np.ndarray, x, t_x, T, w: np.ndarray, penalizer: floa
     lse = np.logaddexp(alive, dropped)
     p_alive_term, p_drop_term = np.exp(alive - lse), np.exp(dropped - lse)
     d_ab, d_abx = digamma(a + b), digamma(a + b + x)
-    grads = (
-        digamma(r + x)
-        - digamma(r)
-        + np.log(alpha)
-        - p_alive_term * np.log(alpha + T)
-        - p_drop_term * np.log(alpha + t_x),
-        r / alpha - (r + x) * (p_alive_term / (alpha + T) + p_drop_term / (alpha + t_x)),
-        d_ab - d_abx + p_drop_term / a,
-        d_ab + digamma(b + x) - digamma(b) - d_abx - p_drop_term / (b + np.maximum(x, 1) - 1),
-    )
+    d_r = digamma(r + x) - digamma(r) + np.log(alpha)
+    d_r -= p_alive_term * np.log(alpha + T) + p_drop_term * np.log(alpha + t_x)
+    d_alpha = r / alpha - (r + x) * (p_alive_term / (alpha + T) + p_drop_term / (alpha + t_x))
+    d_a = d_ab - d_abx + p_drop_term / a
+    d_b = d_ab + digamma(b + x) - digamma(b) - d_abx - p_drop_term / (b + np.maximum(x, 1) - 1)
     total = w.sum()
     shapes = log_params * _PENALISED  # alpha carries the time unit: not penalised
     value = -float(w @ (common + lse)) / total + penalizer * float(shapes @ shapes)
-    grad = np.array([-(w @ g) / total for g in grads]) * params  # chain rule: d/dlog(theta) = theta * d/dtheta
+    grad = (
+        np.array([-(w @ g) / total for g in (d_r, d_alpha, d_a, d_b)]) * params
+    )  # chain rule: d/dlog(theta) = theta * d/dtheta
     return value, grad + 2 * penalizer * shapes
 
 
 def fit_bgnbd(x, t_x, T, weights=None, penalizer: float = 0.0) -> BGNBD:
     """Maximum-likelihood BG/NBD fit; weights e.g. counts of identical rows; penalizer a ridge on log r, a, b."""
-    x, t_x, T = (v.ravel() for v in _history(x, t_x, T))
+    x, t_x, T = _history(x, t_x, T)
+    w = np.ones(x.shape) if weights is None else np.asarray(weights, dtype="float64")
+    x, t_x, T, w = (v.ravel() for v in np.broadcast_arrays(x, t_x, T, w))
     if x.size == 0:
         raise ValueError("BG/NBD: cannot fit on empty input")
-    w = np.ones_like(x) if weights is None else np.broadcast_to(np.asarray(weights, dtype="float64"), x.shape)
     if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError("BG/NBD: weights must be finite, >= 0 and not all zero")
     if penalizer < 0:
@@ -104,9 +103,8 @@ def fit_bgnbd(x, t_x, T, weights=None, penalizer: float = 0.0) -> BGNBD:
     rate = max(float(w @ x) / max(float(w @ T), 1e-12), 1e-12)
     starts = [np.log([1.0, 1.0 / rate, 1.0, 1.0]), np.log([0.5, 0.5 / rate, 0.5, 2.0])]
     bounds = [(-_LOG_BOUND, _LOG_BOUND)] * 4
-    best = None
-    for start in starts:
-        res = minimize(
+    results = [
+        minimize(
             _objective,
             np.clip(start, -_LOG_BOUND + 1, _LOG_BOUND - 1),
             args=(x, t_x, T, w, penalizer),
@@ -115,12 +113,14 @@ def fit_bgnbd(x, t_x, T, weights=None, penalizer: float = 0.0) -> BGNBD:
             bounds=bounds,
             options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9},
         )
-        # L-BFGS-B may stop on a line-search failure at the optimum: accept a tiny projected gradient too.
-        ok = np.isfinite(res.fun) and (res.success or np.max(np.abs(res.jac)) < 1e-6)
-        if ok and (best is None or res.fun < best.fun):
-            best = res
-    if best is None:
+        for start in starts
+    ]
+    finite = [res for res in results if np.isfinite(res.fun)]
+    # L-BFGS-B may stop on a line-search failure at the optimum: accept a tiny projected gradient too.
+    converged = [res for res in finite if res.success or np.max(np.abs(res.jac)) < 1e-6]
+    if not finite:
         raise ValueError("BG/NBD fit did not converge from any starting point; check the data or set penalizer > 0")
+    best = min(converged or finite, key=lambda res: res.fun)
     fit = BGNBD(*(float(v) for v in np.exp(best.x)))
     lo, hi = _SHAPE_RANGE
     if (np.abs(best.x) >= _LOG_BOUND - 1e-6).any() or not all(lo <= v <= hi for v in (fit.r, fit.a, fit.b)):
@@ -128,6 +128,8 @@ def fit_bgnbd(x, t_x, T, weights=None, penalizer: float = 0.0) -> BGNBD:
             f"BG/NBD fit is degenerate ({fit}): the data do not identify the model (e.g. no sign of dropout or "
             "of rate heterogeneity); set penalizer > 0"
         )
+    if not converged:
+        raise ValueError(f"BG/NBD fit did not converge ({best.message}); check the data or set penalizer > 0")
     return fit
 
 

@@ -13,6 +13,9 @@ RFM_FEATURES: tuple[str, str, str] = ("days_since_last_purchase", "orders_total"
 
 def _quantile_score(values: np.ndarray, bins: int) -> np.ndarray:
     """Score 1..bins by mid-rank (higher value = higher score); tied values always share a score."""
+    # With n distinct values each score holds n / bins users. A tied group gets the score of its mid-rank, so a
+    # heavy tie (most customers with one order) lands in one score instead of being split by row order, and a
+    # column with no spread at all scores everyone in the middle.
     n = values.size
     # mid-rank percentile (rank - 1/2) / n with rank = (min + max) / 2 over ties, in exact integer arithmetic
     lo = rankdata(values, method="min").astype("int64")

@@ -65,3 +65,30 @@ def params() -> Params:
 def con(params: Params):
     """A real DuckDB connection pinned to UTC."""
     return connect(params)
+
+
+@pytest.fixture(scope="session")
+def shop_snapshots(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, pd.DataFrame, object]:
+    """Labelled weekly snapshots of a small synthetic shop (real generator, DuckDB and feature code)."""
+    from pipeline.build import build_snapshots, data_span, labelable_cutoffs, rollup
+    from pipeline.config import GenerateParams
+    from pipeline.engine import read_events
+    from pipeline.synthetic import write_shop
+
+    tmp = tmp_path_factory.mktemp("shop")
+    base = Params()
+    params = base.model_copy(
+        update={
+            "threads": 1,
+            "generate": GenerateParams(users=1500, seed=11),
+            "train": base.train.model_copy(update={"n_estimators": 80, "early_stopping_rounds": 20}),
+            "evaluate": base.evaluate.model_copy(update={"backtest_cutoffs": 2, "contact_capacity": 50}),
+        }
+    )
+    write_shop(params.generate, tmp / "events.parquet", tmp / "truth.parquet")
+    con = connect(params)
+    events = read_events(con, tmp / "events.parquet")
+    first, end = data_span(con, events)
+    cutoffs = labelable_cutoffs(first, end, params.features, params.labels)
+    snap = build_snapshots(con, rollup(events), cutoffs, params, labelled=True)
+    return params, snap, tmp / "events.parquet"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import warnings
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.integrate import quad
+from scipy.integrate import IntegrationWarning, quad
 from scipy.optimize import OptimizeResult
-from scipy.special import beta as beta_fn
+from scipy.special import betaln
 
 from pipeline.bgnbd import BGNBD, expected_purchases, fit_bgnbd, log_likelihood, p_alive, p_no_purchase
 from pipeline.rfm import RFM_FEATURES, churn_score_from_rfm, rfm_scores
@@ -89,6 +91,12 @@ def test_weighted_fit_on_collapsed_rows_equals_the_row_level_fit(cdnow: pd.DataF
         (fit.r, fit.alpha, fit.a, fit.b), (cdnow_fit.r, cdnow_fit.alpha, cdnow_fit.a, cdnow_fit.b), strict=True
     ):
         assert got == pytest.approx(want, rel=1e-5)
+    # a weight of 2 is the same as the row appearing twice
+    x, t_x, T = (cdnow[c].to_numpy() for c in ("frequency", "recency", "T"))
+    doubled = fit_bgnbd(np.r_[x, x[:500]], np.r_[t_x, t_x[:500]], np.r_[T, T[:500]])
+    weighted = fit_bgnbd(x, t_x, T, weights=np.r_[np.full(500, 2.0), np.ones(len(x) - 500)])
+    assert weighted.r == pytest.approx(doubled.r, rel=1e-6) and weighted.b == pytest.approx(doubled.b, rel=1e-6)
+    assert abs(weighted.r - cdnow_fit.r) > 1e-4  # and it does change the fit
 
 
 def test_fit_is_deterministic_and_penalizer_shrinks(cdnow: pd.DataFrame, cdnow_fit: BGNBD) -> None:
@@ -134,12 +142,21 @@ def test_fit_raises_when_the_data_do_not_identify_the_model() -> None:
 def test_fit_reports_non_convergence(monkeypatch: pytest.MonkeyPatch) -> None:
     import pipeline.bgnbd as bgnbd
 
-    def failing(fun, x0, **_: object) -> OptimizeResult:
-        return OptimizeResult(x=x0, fun=np.nan, jac=np.full(4, np.nan), success=False, message="ABNORMAL")
+    def result(fun: float, success: bool):
+        def fake_minimize(objective, x0, **_: object) -> OptimizeResult:
+            return OptimizeResult(x=x0, fun=fun, jac=np.full(4, 0.1), success=success, message="ABNORMAL")
 
-    monkeypatch.setattr(bgnbd, "minimize", failing)
-    with pytest.raises(ValueError, match="did not converge"):
-        fit_bgnbd([1, 2, 0], [1.0, 3.0, 0.0], [4.0, 4.0, 4.0])
+        return fake_minimize
+
+    history = ([1, 2, 0], [1.0, 3.0, 0.0], [4.0, 4.0, 4.0])
+    monkeypatch.setattr(bgnbd, "minimize", result(np.nan, False))
+    with pytest.raises(ValueError, match="did not converge from any starting point"):
+        fit_bgnbd(*history)
+    monkeypatch.setattr(bgnbd, "minimize", result(1.0, False))
+    with pytest.raises(ValueError, match=r"did not converge \(ABNORMAL\)"):
+        fit_bgnbd(*history)
+    monkeypatch.setattr(bgnbd, "minimize", result(1.0, True))
+    assert fit_bgnbd(*history).r == pytest.approx(1.0)  # the first start, r = 1
 
 
 # ---------------------------------------------------------------- p_alive, p_no_purchase
@@ -187,30 +204,39 @@ def test_p_no_purchase_closed_form() -> None:
 
 
 def _expected_by_integration(params: BGNBD, t: float, x: int, t_x: float, T: float) -> float:
-    """P(alive) * E over p ~ Beta(a, b + x) of (1 - E[exp(-lambda p t)]) / p, with lambda ~ Gamma(r + x, alpha + T)."""
+    """P(alive) * E[(1 - E[exp(-lambda p t)]) / p] for p ~ Beta(a, b + x), lambda ~ Gamma(r + x, alpha + T), by quad."""
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    k = t / (alpha + T)
 
-    def given_p(p: float) -> float:
-        if p == 0.0:  # the limit p -> 0
-            return (r + x) * t / (alpha + T)
-        return -np.expm1(-(r + x) * np.log1p(p * t / (alpha + T))) / p
+    def integrand(u: float) -> float:  # over u = log p: smooth, and the density needs no special endpoints
+        p = np.exp(u)
+        if p == 0.0:
+            return 0.0
+        given_p = -np.expm1(-(r + x) * np.log1p(p * k)) / p  # purchases in t given p, averaged over lambda
+        return given_p * np.exp(a * u + (b + x - 1) * np.log1p(-p) - betaln(a, b + x))
 
-    # weight="alg" integrates f(p) * p^(a-1) * (1-p)^(b+x-1), handling the endpoint singularities exactly
-    val, _ = quad(given_p, 0.0, 1.0, weight="alg", wvar=(a - 1, b + x - 1), epsabs=0, epsrel=1e-11, limit=200)
-    return float(p_alive(params, x, t_x, T)) * val / beta_fn(a, b + x)
+    mode = np.log(a / (a + b + x))
+    inner = sorted(e for e in {-2000.0, -500.0, -100.0, -20.0, mode - 5, mode, mode + 2, -np.log1p(k), -1e-3} if e < 0)
+    edges = [-np.inf, *inner, 0.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IntegrationWarning)
+        val = sum(quad(integrand, lo, hi, epsabs=0, epsrel=1e-12, limit=500)[0] for lo, hi in pairwise(edges))
+    return float(p_alive(params, x, t_x, T)) * val
 
 
 @pytest.mark.parametrize(
     "params",
     [
-        CDNOW_LIKE,  # a < 1
-        BGNBD(r=0.5, alpha=6.0, a=3.5, b=4.0),  # a > 1 + r + x for small x: the un-transformed 2F1
+        CDNOW_LIKE,  # a < 1: the Euler-transformed 2F1 (the direct one overflows for large x)
+        BGNBD(r=0.5, alpha=6.0, a=3.5, b=4.0),  # a > 1 + r + x for small x: the direct 2F1; and c - a - b integer
         BGNBD(r=2.0, alpha=10.0, a=1.0, b=3.0),  # a == 1: the removable singularity
         BGNBD(r=0.8, alpha=2.0, a=1.0 + 3e-6, b=0.9),
+        BGNBD(r=0.57, alpha=79.0, a=0.064, b=42.9),  # a tiny, b large
     ],
 )
 def test_expected_purchases_matches_numerical_integration(params: BGNBD) -> None:
-    cases = [(0, 0.0, 39.0), (1, 2.0, 39.0), (3, 35.0, 39.0), (12, 20.0, 52.0), (40, 51.0, 52.0)]
+    cases = [(0, 0.0, 39.0), (1, 2.0, 39.0), (3, 35.0, 39.0), (12, 20.0, 52.0), (40, 51.0, 52.0), (200, 50.0, 52.0)]
+    cases.append((1000, 51.5, 52.0))
     for t in (0.5, 10.0, 39.0, 500.0, 1e5):
         for x, t_x, T in cases:
             got = float(expected_purchases(params, t, x, t_x, T))
