@@ -6,6 +6,8 @@ every metric (including calibration) compares like with like.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
@@ -21,22 +23,33 @@ DAYS_PER_WEEK = 7.0
 PENALIZERS = (0.0, 0.001, 0.01, 0.1)
 
 
-class RecencyBaseline:
-    """P(churn) from days since last activity alone, via a logistic fit on log1p(days)."""
+class _FittedScore:
+    """A transparent score per row turned into P(churn) by a model fitted on training snapshots."""
 
-    name = "baseline_recency"
+    name = "baseline"
 
-    def fit(self, rows: pd.DataFrame, y: np.ndarray) -> RecencyBaseline:
+    def _model(self) -> Any:
+        return LogisticRegression()
+
+    def _x(self, rows: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, rows: pd.DataFrame, y: np.ndarray) -> _FittedScore:
         """Fit on training snapshots."""
-        self.model_ = LogisticRegression().fit(self._x(rows), y)
+        self.model_ = self._model().fit(self._x(rows), y)
         return self
 
     def predict_proba(self, rows: pd.DataFrame) -> np.ndarray:
         """Churn probability per row."""
         return self.model_.predict_proba(self._x(rows))[:, 1]
 
-    @staticmethod
-    def _x(rows: pd.DataFrame) -> np.ndarray:
+
+class RecencyBaseline(_FittedScore):
+    """P(churn) from days since last activity alone, via a logistic fit on log1p(days)."""
+
+    name = "baseline_recency"
+
+    def _x(self, rows: pd.DataFrame) -> np.ndarray:
         return np.log1p(rows[[RECENCY]].astype("float64").clip(lower=0).to_numpy())
 
 
@@ -45,43 +58,26 @@ def _rfm(rows: pd.DataFrame) -> pd.DataFrame:
     return rfm_scores(recency, frequency, monetary)
 
 
-class RFMScoreBaseline:
+class RFMScoreBaseline(_FittedScore):
     """The classic RFM score (quintiles within each snapshot), mapped to P(churn) by a logistic fit."""
 
     name = "baseline_rfm_score"
 
-    def fit(self, rows: pd.DataFrame, y: np.ndarray) -> RFMScoreBaseline:
-        """Fit the score-to-probability map on training snapshots (quintiles per cutoff)."""
-        self.model_ = LogisticRegression().fit(self._x(rows), y)
-        return self
-
-    def predict_proba(self, rows: pd.DataFrame) -> np.ndarray:
-        """Churn probability per row."""
-        return self.model_.predict_proba(self._x(rows))[:, 1]
-
-    @staticmethod
-    def _x(rows: pd.DataFrame) -> np.ndarray:
+    def _x(self, rows: pd.DataFrame) -> np.ndarray:
         # quintiles are relative to the users of the same cutoff, as a marketer would compute them
         parts = [pd.Series(churn_score_from_rfm(_rfm(part)), index=part.index) for _, part in rows.groupby("cutoff")]
         return pd.concat(parts).reindex(rows.index).to_numpy().reshape(-1, 1)
 
 
-class RFMLogisticBaseline:
+class RFMLogisticBaseline(_FittedScore):
     """Logistic regression on log recency, frequency and monetary value (never-buyers flagged)."""
 
     name = "baseline_rfm_logistic"
 
-    def fit(self, rows: pd.DataFrame, y: np.ndarray) -> RFMLogisticBaseline:
-        """Fit on training snapshots."""
-        self.model_ = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(self._x(rows), y)
-        return self
+    def _model(self) -> Any:
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
 
-    def predict_proba(self, rows: pd.DataFrame) -> np.ndarray:
-        """Churn probability per row."""
-        return self.model_.predict_proba(self._x(rows))[:, 1]
-
-    @staticmethod
-    def _x(rows: pd.DataFrame) -> np.ndarray:
+    def _x(self, rows: pd.DataFrame) -> np.ndarray:
         recency, frequency, monetary = (rows[c].astype("float64") for c in RFM_FEATURES)
         never = recency.isna()
         # a never-buyer's recency is unknown: use the snapshot's tenure, and flag it
@@ -133,7 +129,7 @@ class BGNBDBaseline:
     @staticmethod
     def _fit(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BGNBD:
         # snapshot populations are recent buyers, which can leave dropout unidentified: then shrink
-        # the parameters with the smallest L2 penalty that gives a proper fit, as lifetimes advises
+        # the log-parameters with the smallest penalty that gives a proper fit
         error: ValueError | None = None
         for penalizer in PENALIZERS:
             try:
