@@ -162,6 +162,10 @@ class TrainParams(Strict):
     # "auto": isotonic with >= isotonic_min_rows calibration rows, else sigmoid
     calibration: Literal["auto", "isotonic", "sigmoid"] = "auto"
     isotonic_min_rows: int = Field(1000, ge=1)
+    # "cutoff": calibrate on the calibration cutoff alone; "gap": on every cutoff after the last
+    # training cutoff up to it (all labelled by the test cutoff; includes the validation cutoff):
+    # more rows and several seasons' worth of weeks, for short histories with seasonal churn
+    calibration_span: Literal["cutoff", "gap"] = "cutoff"
     # most recent training cutoffs to use (None: all that are allowed)
     max_train_cutoffs: int | None = Field(None, ge=1)
 

@@ -145,6 +145,13 @@ def model_feature_names(calibrated: CalibratedClassifierCV) -> list[str]:
     return list(inner_booster(calibrated).feature_name_)
 
 
+def calibration_cutoffs(cutoffs: list[dt.date], split: TimeSplit, tp: TrainParams) -> list[dt.date]:
+    """The cutoffs the calibrator is fitted on (see TrainParams.calibration_span)."""
+    if tp.calibration_span == "cutoff":
+        return [split.calibration]
+    return [c for c in cutoffs if split.train[-1] < c <= split.calibration]
+
+
 @dataclass(frozen=True)
 class TrainedModel:
     """A calibrated churn model with what it was trained on."""
@@ -174,7 +181,8 @@ def fit_churn_model(
 ) -> TrainedModel:
     """Split by time, fit the booster with early stopping, calibrate it on the later slice."""
     split = time_split(sorted(snapshots["cutoff"].unique()), horizon_days, tp.max_train_cutoffs)
-    tr, va, ca = (rows_at(snapshots, c) for c in (split.train, split.validation, split.calibration))
+    tr, va = rows_at(snapshots, split.train), rows_at(snapshots, split.validation)
+    ca = rows_at(snapshots, calibration_cutoffs(sorted(snapshots["cutoff"].unique()), split, tp))
     names = usable_features(tr, candidates)
     y_tr, y_va, y_ca = (r[LABEL].to_numpy(int) for r in (tr, va, ca))
     booster = fit_booster(matrix(tr, names), y_tr, matrix(va, names), y_va, tp, seed, threads)

@@ -82,3 +82,14 @@ def test_fit_is_deterministic_and_calibrated_model_exposes_its_booster() -> None
 def test_calibration_method_falls_back_to_sigmoid_on_few_rows() -> None:
     assert calibration_method(TrainParams(), 999) == "sigmoid"
     assert calibration_method(TrainParams(calibration="isotonic"), 10) == "isotonic"
+
+
+def test_calibration_span_gap_uses_every_cutoff_after_training_whose_labels_closed() -> None:
+    from pipeline.train import calibration_cutoffs
+
+    s = time_split(WEEKLY, horizon_days=28)
+    assert calibration_cutoffs(WEEKLY, s, TrainParams()) == [s.calibration]
+    gap = calibration_cutoffs(WEEKLY, s, TrainParams(calibration_span="gap"))
+    assert gap[0] == s.train[-1] + dt.timedelta(weeks=1) and gap[-1] == s.calibration
+    assert all(c + dt.timedelta(days=28) <= s.test for c in gap)
+    assert s.validation in gap
