@@ -354,7 +354,7 @@ def _parse_times(values: pd.Series, tz: ZoneInfo, source_name: str, column: str)
             f"{source_name}: event time column {column!r} is numeric ({values.dtype}, e.g. "
             f"{values.dropna().iloc[0] if values.notna().any() else 'all null'!r}); numeric epoch times are not "
             "read directly: derive a timestamp in params.yaml, e.g. data.derive.event_time: "
-            f"\"to_timestamp({column} / 1000)\" for epoch milliseconds, or point data.columns.event_time at a "
+            f'"to_timestamp({column} / 1000)" for epoch milliseconds, or point data.columns.event_time at a '
             "timestamp column"
         )
     text = _clean_text(values)

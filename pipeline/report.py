@@ -33,14 +33,15 @@ def render_report(paths: Paths, list_dir: Path, top: int = 50) -> str:
     lst = pd.read_parquet(list_dir / "winback.parquet")
     summary = _json(list_dir / "summary.json")
     evaluation = _json(paths.metrics("evaluate"))
-    metric_names = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top10", "recall_top10"]
-    models = [m for m in ("model", "baseline_recency") if m in evaluation]
+    metric_names = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top10", "recall_top10", "value_recall_at_k"]
+    models = [m for m, v in evaluation.items() if isinstance(v, dict) and "roc_auc" in v]
     imp_path = paths.reports / "shap_importance.csv"
     return _ENV.get_template("report.html.j2").render(
         summary=summary,
         rows=lst.head(top).to_dict("records"),
         top=top,
         evaluation=evaluation,
+        backtest=evaluation.get("backtest"),
         promotion=_json(paths.champion_info),
         metric_names=[m for m in metric_names if models and m in evaluation[models[0]]],
         models=models,
