@@ -508,6 +508,7 @@ def catalogue_table(windows: list[int]) -> list[dict]:
             "family": f.family,
             "description": f.description,
             "unit": f.unit,
+            "window_days": f.window,
             "actionable": f.actionable,
             "explainable": f.explainable,
             "reasons": list(f.reasons),

@@ -9,7 +9,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from features.events import ALL_ROLES, CANONICAL_COLUMNS, REQUIRED_COLUMNS
+from features.events import ALL_ROLES, CANONICAL_COLUMNS
 from pipeline.errors import WinbackError
 
 # derived columns are added to each source frame under this prefix, which no real column uses
@@ -86,10 +86,6 @@ class DataParams(Strict):
         if canonical in self.derive:
             return DERIVED_PREFIX + canonical
         return self.columns.get(canonical, canonical)
-
-    @property
-    def required(self) -> tuple[str, ...]:
-        return tuple(REQUIRED_COLUMNS)
 
 
 class GenerateParams(Strict):
