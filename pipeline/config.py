@@ -189,6 +189,7 @@ class ScoreParams(Strict):
     rank_by: Literal["churn_probability", "value_at_risk"] = "churn_probability"
     new_user_days: int = Field(30, ge=1)
     lapsing_days: int = Field(30, ge=1)
+    dormant_days: int = Field(60, ge=1)
     high_value_quantile: float = Field(0.9, gt=0, lt=1)
     # driver family -> segment -> action; "*" matches any segment
     actions: dict[str, dict[str, str]] = Field(default_factory=dict)

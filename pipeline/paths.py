@@ -72,6 +72,14 @@ class Paths:
         """outputs/winback/<as_of>/"""
         return self._p("outputs", "winback", as_of.isoformat())
 
+    def previous_list(self, as_of: dt.date) -> Path | None:
+        """The most recent published win-back list strictly before `as_of`, if any."""
+        root = self._p("outputs", "winback")
+        dates = sorted(
+            d.name for d in root.glob("*") if d.name < as_of.isoformat() and (d / "winback.parquet").exists()
+        )
+        return root / dates[-1] / "winback.parquet" if dates else None
+
     @property
     def latest_score(self) -> Path:
         return self._p("outputs", "latest.json")

@@ -28,21 +28,29 @@ LIST_COLUMNS: tuple[str, ...] = (
 )
 
 
-def holdout_groups(user_ids: pd.Series, as_of: dt.date, fraction: float, seed: int) -> np.ndarray:
+def _uniform_hash(user_ids: pd.Series, as_of: dt.date, seed: int) -> np.ndarray:
+    prefix = f"{seed}|{as_of.isoformat()}|".encode()
+    digests = [hashlib.blake2b(prefix + uid.encode(), digest_size=8).digest() for uid in user_ids]
+    return np.array([int.from_bytes(d, "big") for d in digests], dtype=np.float64) / 2.0**64
+
+
+def holdout_groups(
+    user_ids: pd.Series, as_of: dt.date, fraction: float, seed: int, strata: np.ndarray | None = None
+) -> np.ndarray:
     """'holdout' for a seeded, deterministic pseudo-random `fraction` of users, else 'treatment'.
 
-    A keyed hash of (seed, as_of, user_id) gives the same group for the same user and date on any
-    machine, independent of row order or of the other users in the list.
+    A keyed hash of (seed, as_of, user_id) orders users the same way on any machine and for any row
+    order. Without strata a user is held out when their hash is below `fraction` (independent of
+    the other users); with strata (segments) the lowest-hash round(fraction x n) users of each
+    stratum are held out, so every segment has its own control group of the configured size.
     """
-    prefix = f"{seed}|{as_of.isoformat()}|".encode()
-    u = (
-        np.array(
-            [int.from_bytes(hashlib.blake2b(prefix + uid.encode(), digest_size=8).digest(), "big") for uid in user_ids],
-            dtype=np.float64,
-        )
-        / 2.0**64
-    )
-    return np.where(u < fraction, "holdout", "treatment")
+    u = _uniform_hash(user_ids, as_of, seed)
+    if strata is None:
+        return np.where(u < fraction, "holdout", "treatment")
+    frame = pd.DataFrame({"u": u, "s": np.asarray(strata)})
+    rank = frame.groupby("s")["u"].rank(method="first").to_numpy()
+    size = frame.groupby("s")["u"].transform("size").to_numpy()
+    return np.where(rank <= np.floor(fraction * size + 0.5), "holdout", "treatment")
 
 
 def risk_tiers(p: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
@@ -60,18 +68,19 @@ def segments(rows: pd.DataFrame, p: np.ndarray, sp: ScoreParams) -> np.ndarray:
     """Lifecycle segment by documented rules, first match wins.
 
     new: tenure < new_user_days; high-value: lifetime revenue in the top (1 - high_value_quantile)
-    of the population; lapsing: no activity for lapsing_days or more; at-risk: churn probability in
-    the high tier; active: everyone else.
+    of the population; dormant: no activity for dormant_days or more; lapsing: no activity for
+    lapsing_days or more; at-risk: churn probability in the high tier; active: everyone else.
     """
     revenue = rows["revenue_total"].astype("float64").fillna(0)
     hv_bar = revenue.quantile(sp.high_value_quantile)
     conds = [
         rows["tenure_days"].to_numpy() < sp.new_user_days,
         (revenue > 0).to_numpy() & (revenue >= hv_bar).to_numpy(),
+        rows["days_since_last_activity"].to_numpy() >= sp.dormant_days,
         rows["days_since_last_activity"].to_numpy() >= sp.lapsing_days,
         p >= sp.tier_thresholds["high"],
     ]
-    return np.select(conds, ["new", "high-value", "lapsing", "at-risk"], "active")
+    return np.select(conds, ["new", "high-value", "dormant", "lapsing", "at-risk"], "active")
 
 
 def recommended_actions(families: pd.Series, segs: np.ndarray, sp: ScoreParams) -> list[str]:
@@ -116,7 +125,7 @@ def winback_list(
             "reason_3": reasons["reason_3"].to_numpy(),
             "driver_family": reasons["driver_family"].to_numpy(),
             "recommended_action": recommended_actions(reasons["driver_family"], segs, sp),
-            "group": holdout_groups(rows["user_id"].astype(str), as_of, sp.holdout_fraction, sp.holdout_seed),
+            "group": holdout_groups(rows["user_id"].astype(str), as_of, sp.holdout_fraction, sp.holdout_seed, segs),
             "model_version": str(model_version),
             "as_of": as_of.isoformat(),
         }
@@ -141,4 +150,32 @@ def list_summary(lst: pd.DataFrame) -> dict:
         "by_action": lst["recommended_action"].value_counts().sort_index().to_dict(),
         "mean_churn_probability": float(lst["churn_probability"].mean()) if len(lst) else 0.0,
         "total_value_at_risk": float(lst["value_at_risk"].sum()),
+    }
+
+
+def compare_lists(current: pd.DataFrame, previous: pd.DataFrame, top: int = 10) -> dict:
+    """Week over week: users who entered or left the list and the largest rank moves."""
+    cur = current.set_index("user_id")["rank"]
+    prev = previous.set_index("user_id")["rank"]
+    entered = cur.index.difference(prev.index)
+    left = prev.index.difference(cur.index)
+    both = cur.index.intersection(prev.index)
+    moves = pd.DataFrame({"previous_rank": prev[both], "rank": cur[both]})
+    moves["change"] = moves["previous_rank"] - moves["rank"]  # positive: moved up the list
+    moves = moves.reindex(moves["change"].abs().sort_values(ascending=False, kind="stable").index).head(top)
+    return {
+        "previous_as_of": str(previous["as_of"].iloc[0]) if len(previous) else None,
+        "new_entries": len(entered),
+        "exits": len(left),
+        "stayed": len(both),
+        "top_new_entries": cur[entered].sort_values().head(top).index.tolist(),
+        "largest_rank_moves": [
+            {
+                "user_id": uid,
+                "previous_rank": int(r["previous_rank"]),
+                "rank": int(r["rank"]),
+                "change": int(r["change"]),
+            }
+            for uid, r in moves.iterrows()
+        ],
     }

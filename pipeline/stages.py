@@ -19,7 +19,7 @@ from pipeline.explain import family_totals, global_importance, plot_bar, plot_be
 from pipeline.metrics import calibration_figure, curves
 from pipeline.paths import Paths
 from pipeline.reasons import top_reasons
-from pipeline.score import list_summary, winback_list
+from pipeline.score import compare_lists, list_summary, winback_list
 from pipeline.train import LABEL, fit_churn_model, inner_booster, matrix, model_feature_names, rows_at
 
 
@@ -191,7 +191,14 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
     out_dir = paths.winback_dir(as_of)
     io.write_parquet(lst, out_dir / "winback.parquet")
     io.write_csv(lst, out_dir / "winback.csv")
-    summary = {"as_of": as_of.isoformat(), "model_version": version, "data_end": end.isoformat(), **list_summary(lst)}
+    previous = paths.previous_list(as_of)
+    summary = {
+        "as_of": as_of.isoformat(),
+        "model_version": version,
+        "data_end": end.isoformat(),
+        **list_summary(lst),
+        "week_over_week": compare_lists(lst, pd.read_parquet(previous)) if previous else None,
+    }
     io.write_json(summary, out_dir / "summary.json")
     io.write_json({"as_of": as_of.isoformat(), "dir": str(out_dir), "model_version": version}, paths.latest_score)
     return summary

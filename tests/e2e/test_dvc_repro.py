@@ -57,6 +57,13 @@ def test_list_contract(project: Path) -> None:
     assert tuple(lst.columns) == LIST_COLUMNS
     assert lst["rank"].tolist() == list(range(1, len(lst) + 1))
     assert lst["churn_probability"].between(0, 1).all()
+    # the next run compares itself with this earlier list
+    _run(["bin/winback", "score"], project)
+    latest = json.loads((project / "outputs" / "latest.json").read_text())
+    summary = json.loads((project / "outputs" / "winback" / latest["as_of"] / "summary.json").read_text())
+    wow = summary["week_over_week"]
+    assert wow["previous_as_of"] == "2026-05-15"
+    assert wow["new_entries"] + wow["stayed"] == summary["users"]
     assert lst["reason_1"].notna().all() and (lst["reason_1"].str.len() > 0).all()
     assert set(lst["group"]) == {"treatment", "holdout"}
     assert lst["user_id"].is_unique

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import ScoreParams
-from pipeline.score import LIST_COLUMNS, holdout_groups, recommended_actions, winback_list
+from pipeline.score import LIST_COLUMNS, compare_lists, holdout_groups, recommended_actions, winback_list
 
 AS_OF = dt.date(2026, 7, 1)
 
@@ -83,3 +83,22 @@ def test_action_lookup_precedence() -> None:
     fam = pd.Series(["service", "service", "logistics", "logistics"])
     seg = np.array(["high-value", "active", "high-value", "active"])
     assert recommended_actions(fam, seg, sp) == ["vip care", "care", "perks", "recs"]
+
+
+def test_holdout_is_stratified_by_segment() -> None:
+    ids = pd.Series([f"user-{i}" for i in range(3000)])
+    segs = np.array(["new"] * 200 + ["active"] * 2000 + ["lapsing"] * 800)
+    g = holdout_groups(ids, AS_OF, 0.1, seed=1, strata=segs)
+    for seg, n in (("new", 200), ("active", 2000), ("lapsing", 800)):
+        assert (g[segs == seg] == "holdout").sum() == round(0.1 * n)
+    np.testing.assert_array_equal(g, holdout_groups(ids, AS_OF, 0.1, seed=1, strata=segs))
+
+
+def test_compare_lists_reports_entries_exits_and_moves() -> None:
+    prev = pd.DataFrame({"user_id": ["a", "b", "c", "d"], "rank": [1, 2, 3, 4], "as_of": "2026-06-24"})
+    cur = pd.DataFrame({"user_id": ["d", "a", "e", "b"], "rank": [1, 2, 3, 4], "as_of": "2026-07-01"})
+    out = compare_lists(cur, prev)
+    assert (out["new_entries"], out["exits"], out["stayed"]) == (1, 1, 3)
+    assert out["top_new_entries"] == ["e"]
+    assert out["previous_as_of"] == "2026-06-24"
+    assert out["largest_rank_moves"][0] == {"user_id": "d", "previous_rank": 4, "rank": 1, "change": 3}
