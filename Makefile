@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint clean
+.PHONY: run test lint clean browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,19 @@ run: $(VENV)/.installed
 	$(BIN)/dvc repro
 	$(BIN)/winback where
 
-test: $(VENV)/.installed-test
+# Debian's chromium for tests/e2e/test_report_browser.py: installed when missing and we are root; otherwise
+# a note, and that test skips saying why.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the browser test of report.html"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+	  echo "note: chromium is not on PATH and we cannot install it (not root, or no apt-get):"; \
+	  echo "      tests/e2e/test_report_browser.py will be skipped; install Debian's chromium to run it"; \
+	fi
+
+test: $(VENV)/.installed-test browser
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test

@@ -39,8 +39,10 @@ def top_reasons(
 ) -> pd.DataFrame:
     """reason_1..k and driver_family per row: explainable features by descending SHAP contribution.
 
-    Features that raise the risk most come first; identical sentences are not repeated. Ties are
-    broken by catalogue order, so the same row always gets the same reasons.
+    Features that raise the risk most come first; each reason comes from another driver family
+    while there are enough families (so "1 ticket open" and "1 ticket in 90 days" do not both
+    appear), and identical sentences are never repeated. Ties are broken by catalogue order, so the
+    same row always gets the same reasons.
     """
     explainable = np.array([catalogue[f].explainable if f in catalogue else False for f in features])
     masked = np.where(explainable, contrib, -np.inf)
@@ -51,18 +53,22 @@ def top_reasons(
     for r in range(len(rows)):
         row = dict(zip(features, values[r].tolist(), strict=True))
         texts: list[str] = []
-        family = ""
+        families_seen: list[str] = []
+        same_family: list[str] = []
         for j in order[r]:
-            if not explainable[j]:
+            if not explainable[j] or len(texts) == k:
                 break
-            text = reason_text(catalogue[features[j]], row)
-            if text in texts:
+            feature = catalogue[features[j]]
+            text = reason_text(feature, row)
+            if text in texts or text in same_family:
                 continue
-            if not texts:
-                family = catalogue[features[j]].family
+            if feature.family in families_seen:
+                same_family.append(text)
+                continue
+            families_seen.append(feature.family)
             texts.append(text)
-            if len(texts) == k:
-                break
+        texts += same_family[: k - len(texts)]
+        family = families_seen[0] if families_seen else ""
         texts += [""] * (k - len(texts))
         for i in range(k):
             out[f"reason_{i + 1}"].append(texts[i])

@@ -3,51 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from dvc_project import project_env, run_ok
 
 from pipeline.score import LIST_COLUMNS
 
-REPO = Path(__file__).resolve().parents[2]
+# `project` (the pipeline run once through `dvc repro`) comes from conftest.py
 pytestmark = pytest.mark.e2e
-
-
-def _env(workdir: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    # the stages call the `winback` console script of the interpreter running the tests
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
-    env["DVC_NO_ANALYTICS"] = "1"
-    return env
-
-
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    res = subprocess.run(args, cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=1200)
-    assert res.returncode == 0, f"{' '.join(args)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
-    return res
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the project (code, dvc.yaml, small params) where `dvc repro` has run once."""
-    work = tmp_path_factory.mktemp("project")
-    for name in ("features", "pipeline"):
-        shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
-    shutil.copytree(REPO / "bin", work / "bin")
-    text = (REPO / "params.yaml").read_text()
-    assert "users: 5000" in text
-    (work / "params.yaml").write_text(text.replace("users: 5000", "users: 2500"))
-    dvc = str(Path(sys.executable).parent / "dvc")
-    _run([dvc, "init", "--no-scm", "-q"], work)
-    _run([dvc, "repro"], work)
-    return work
 
 
 def test_list_contract(project: Path) -> None:
@@ -57,13 +24,6 @@ def test_list_contract(project: Path) -> None:
     assert tuple(lst.columns) == LIST_COLUMNS
     assert lst["rank"].tolist() == list(range(1, len(lst) + 1))
     assert lst["churn_probability"].between(0, 1).all()
-    # the next run compares itself with this earlier list
-    _run(["bin/winback", "score"], project)
-    latest = json.loads((project / "outputs" / "latest.json").read_text())
-    summary = json.loads((project / "outputs" / "winback" / latest["as_of"] / "summary.json").read_text())
-    wow = summary["week_over_week"]
-    assert wow["previous_as_of"] == "2026-05-15"
-    assert wow["new_entries"] + wow["stayed"] == summary["users"]
     assert lst["reason_1"].notna().all() and (lst["reason_1"].str.len() > 0).all()
     assert set(lst["group"]) == {"treatment", "holdout"}
     assert lst["user_id"].is_unique
@@ -99,21 +59,28 @@ def test_ingest_accounting_and_champion_registered(project: Path) -> None:
 
 def test_second_repro_does_nothing(project: Path) -> None:
     dvc = str(Path(sys.executable).parent / "dvc")
-    res = _run([dvc, "repro"], project)
+    res = run_ok([dvc, "repro"], project)
     assert "up to date" in res.stdout.lower(), res.stdout
     assert "Running stage" not in res.stdout
 
 
 def test_score_another_date_from_the_command_line(project: Path) -> None:
-    _run(["bin/winback", "score", "--as-of", "2026-05-15"], project)
+    run_ok(["bin/winback", "score", "--as-of", "2026-05-15"], project)
     lst = pd.read_parquet(project / "outputs" / "winback" / "2026-05-15" / "winback.parquet")
     assert len(lst) > 100
     assert (lst["as_of"] == "2026-05-15").all()
     assert lst["churn_probability"].between(0, 1).all()
+    # the next run compares itself with this earlier list
+    run_ok(["bin/winback", "score"], project)
+    latest = json.loads((project / "outputs" / "latest.json").read_text())
+    summary = json.loads((project / "outputs" / "winback" / latest["as_of"] / "summary.json").read_text())
+    wow = summary["week_over_week"]
+    assert wow["previous_as_of"] == "2026-05-15"
+    assert wow["new_entries"] + wow["stayed"] == summary["users"]
 
 
 def test_scoring_without_a_champion_fails_with_a_clear_message(project: Path, tmp_path: Path) -> None:
-    env = _env(project) | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
+    env = project_env(project) | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
     res = subprocess.run(["bin/winback", "score"], cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 2
     assert "winback-churn@champion" in " ".join((res.stdout + res.stderr).split())

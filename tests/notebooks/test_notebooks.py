@@ -246,3 +246,154 @@ def test_root_defaults_to_the_parent_of_the_notebook_folder(tmp_path, kernel_env
     assert f"root: {tmp_path.resolve()}" in setup
     assert f"params: {tmp_path.resolve() / 'params.yaml'}" in setup
     assert images(tagged(nb, "churn-rate")) == 1
+
+
+# --- 02-churn-drivers: run on a model trained by the real stages on a small synthetic shop ---
+
+DRIVERS = NOTEBOOKS / "02-churn-drivers.ipynb"
+
+
+def train_tiny_model(root: Path) -> tuple[Params, str]:
+    """generate → ingest → features → train under `root` (MLflow in root/mlflow.db); params.yaml beside them."""
+    import warnings
+
+    from pipeline import stages
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    base = Params()
+    params = base.model_copy(
+        update={
+            "threads": 1,
+            "generate": base.generate.model_copy(update={"users": 600}),
+            "train": base.train.model_copy(update={"n_estimators": 60}),
+            "evaluate": base.evaluate.model_copy(update={"backtest_cutoffs": 1}),
+            "mlflow": base.mlflow.model_copy(update={"tracking_uri": uri}),
+        }
+    )
+    (root / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+    paths = Paths(root)
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+        # mlflow's input-example check under pandas 3 (third-party noise)
+        warnings.filterwarnings("ignore", "Operation with range is deprecated", module="mlflow")
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        for stage in (stages.generate, stages.ingest, stages.features, stages.train):
+            stage(params, paths)
+    return params, uri
+
+
+def expected_drivers(params: Params, root: Path, uri: str) -> dict:
+    """What the notebook should show, computed here from the same model and snapshots."""
+    from features.catalogue import catalogue
+    from pipeline import tracking
+    from pipeline.explain import global_importance, shap_values
+    from pipeline.reasons import top_reasons
+    from pipeline.train import inner_booster, matrix, rows_at
+
+    paths = Paths(root)
+    info = json.loads(paths.train_info.read_text())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        tracking.setup(params.mlflow)
+        model = tracking.load_model(info["model_uri"])
+    cutoff = dt.date.fromisoformat(info["split"]["test"])
+    test = rows_at(pd.read_parquet(paths.snapshots), cutoff)
+    X = matrix(test, info["features"])
+    booster = inner_booster(model)
+    values = shap_values(booster, X)
+    cat = {f.name: f for f in catalogue(params.features.windows)}
+    proba = model.predict_proba(X)[:, 1]
+    pos = int(np.argmax(proba))
+    return {
+        "info": info,
+        "cutoff": cutoff,
+        "rows": len(X),
+        "importance": global_importance(values, info["features"], cat),
+        "user_id": test["user_id"].iloc[pos],
+        "probability": float(proba[pos]),
+        "log_odds": float(booster.predict_proba(X.iloc[[pos]], raw_score=True)[0]),
+        "expected_value": float(booster.booster_.predict(X.iloc[[pos]], pred_contrib=True)[0, -1]),
+        "reasons": top_reasons(values[[pos]], test.iloc[[pos]], info["features"], cat).iloc[0],
+    }
+
+
+@pytest.fixture(scope="module")
+def drivers(tmp_path_factory, kernel_env):
+    root = tmp_path_factory.mktemp("drivers")
+    params, uri = train_tiny_model(root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WINBACK_ROOT", str(root))
+        mp.setenv("WINBACK_PARAMS", str(root / "params.yaml"))
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        nb = run_notebook(DRIVERS, NOTEBOOKS)
+    return {"root": root, "params": params, "uri": uri, "nb": nb, **expected_drivers(params, root, uri)}
+
+
+def errors(nb: nbformat.NotebookNode) -> list:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+
+
+def test_every_notebook_is_checked_for_saved_outputs():
+    checked = {p.name for p in NOTEBOOKS.glob("*.ipynb")}
+    assert {EXPLORE.name, DRIVERS.name} <= checked
+
+
+def test_drivers_runs_on_the_trained_model(drivers):
+    assert not errors(drivers["nb"])
+    setup = text_of(tagged(drivers["nb"], "setup"))
+    assert f"root: {drivers['root'].resolve()}" in setup
+    assert f"tracking: {drivers['uri']}" in setup
+    assert f"model: {drivers['info']['model_uri']}" in setup
+    n_features = len(drivers["info"]["features"])
+    assert f"test cutoff: {drivers['cutoff']} ({drivers['rows']} users, {n_features} features)" in setup
+
+
+def test_drivers_draws_bar_dependence_and_waterfall(drivers):
+    nb = drivers["nb"]
+    counts = {tag: images(tagged(nb, tag)) for tag in ("importance", "dependence", "waterfall")}
+    assert counts == {"importance": 1, "dependence": 3, "waterfall": 1}
+    assert sum(images(c) for c in nb.cells if c.cell_type == "code") >= 3
+
+
+def test_importance_table_ranks_features_by_mean_abs_shap(drivers):
+    shown = text_of(tagged(drivers["nb"], "importance"))
+    expected = drivers["importance"]
+    assert expected["mean_abs_shap"].iloc[0] > expected["mean_abs_shap"].iloc[3] > 0
+    for rank, row in expected.head(5).iterrows():
+        index, feature, family, mean_abs = table_row(shown, row["feature"])
+        assert (int(index), feature, family) == (rank, row["feature"], row["family"])
+        assert float(mean_abs) == pytest.approx(row["mean_abs_shap"], abs=1e-5)
+
+
+def test_waterfall_is_for_the_highest_risk_user(drivers):
+    shown = text_of(tagged(drivers["nb"], "waterfall"))
+    assert (
+        f"user {drivers['user_id']} at {drivers['cutoff']}: calibrated churn probability {drivers['probability']:.3f}, "
+        f"log-odds {drivers['log_odds']:.3f} (expected value {drivers['expected_value']:.3f})"
+    ) in shown
+
+
+def test_reasons_are_the_chosen_users_plain_language_drivers(drivers):
+    shown = text_of(tagged(drivers["nb"], "reasons")).splitlines()
+    reasons = drivers["reasons"]
+    assert reasons["reason_1"] and reasons["driver_family"]
+    assert shown[0] == f"why user {drivers['user_id']} is at risk (driver family: {reasons['driver_family']}):"
+    listed = [reasons[f"reason_{i}"] for i in (1, 2, 3) if reasons[f"reason_{i}"]]
+    assert shown[1:] == [f"  {i}. {text}" for i, text in enumerate(listed, start=1)]
+
+
+def test_drivers_loads_the_model_from_mlflow_tracking_uri(drivers, tmp_path, kernel_env):
+    """MLFLOW_TRACKING_URI wins over params.yaml: a params file naming an empty store still finds the model."""
+    params = drivers["params"]
+    elsewhere = params.model_copy(
+        update={"mlflow": params.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{tmp_path / 'empty.db'}"})}
+    )
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(elsewhere.model_dump(mode="json"), sort_keys=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WINBACK_ROOT", str(drivers["root"]))
+        mp.setenv("WINBACK_PARAMS", str(tmp_path / "params.yaml"))
+        mp.setenv("MLFLOW_TRACKING_URI", drivers["uri"])
+        nb = run_notebook(DRIVERS, NOTEBOOKS)
+    assert not errors(nb)
+    assert f"tracking: {drivers['uri']}" in text_of(tagged(nb, "setup"))
+    assert text_of(tagged(nb, "reasons")) == text_of(tagged(drivers["nb"], "reasons"))

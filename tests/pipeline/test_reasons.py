@@ -61,3 +61,14 @@ def test_top_reasons_order_by_contribution_and_skip_unexplainable() -> None:
     # active_days_prev_30d is not explainable on its own: never cited despite the largest contribution
     assert not out.apply(lambda r: r.str.contains("before the last").any(), axis=1).any()
     pd.testing.assert_frame_equal(out, top_reasons(contrib, rows, features, CAT))
+
+
+def test_reasons_prefer_distinct_families_then_fill() -> None:
+    features = ["open_tickets", "tickets_90d", "days_since_last_activity"]
+    rows = pd.DataFrame({"open_tickets": [1.0], "tickets_90d": [1.0], "days_since_last_activity": [20.0]})
+    out = top_reasons(np.array([[0.9, 0.8, 0.1]]), rows, features, CAT).iloc[0]
+    assert [out["reason_1"], out["reason_2"], out["reason_3"]] == [
+        "1 support ticket still open",
+        "Last seen 20 days ago",
+        "1 support ticket in the last 90 days",
+    ]

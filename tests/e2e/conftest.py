@@ -1,0 +1,18 @@
+"""The whole pipeline run once through real DVC, shared by every e2e module that asks for `project`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dvc_project import build_project
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project (code, dvc.yaml, small params) where `dvc repro` has run once.
+
+    Session scope, not module scope: a module-scoped fixture is built again for every module that uses it, and
+    each build is a full pipeline run.
+    """
+    return build_project(tmp_path_factory.mktemp("project"))
