@@ -62,3 +62,57 @@ def event_type_counts(events: Table) -> Table:
     e = canonical_types(events)
     counts = e.group_by("event_type").aggregate(events=e.count(), users=e.user_id.nunique())
     return counts.order_by([ibis.desc("events"), "event_type"])
+
+
+def _month_index(day: ibis.Expr) -> ibis.Expr:
+    date = ibis.date(1970, 1, 1) + day.as_interval("D")
+    return date.year() * 12 + date.month() - 1
+
+
+def retention_kpis(rollup: Table, as_of_day: int, repurchase_window_days: int = 365) -> Table:
+    """One row of activity KPIs before `as_of_day` (an integer day of the rollup).
+
+    DAU = users active on the last day; WAU / MAU = distinct users of the last 7 / 30 days;
+    stickiness = mean DAU over the last 30 days / MAU; repurchase rate = share of users with an
+    order in the last `repurchase_window_days` who ordered on two or more days in that window.
+    """
+    r = rollup.filter(rollup.d < as_of_day)
+    r = r.mutate(age=as_of_day - r.d)
+    activity = r.aggregate(
+        dau=r.count(where=r.age == 1),
+        wau=r.user_id.nunique(where=r.age <= 7),
+        mau=r.user_id.nunique(where=r.age <= 30),
+        user_days_30=r.count(where=r.age <= 30),
+    )
+    buyers = r.filter((r.age <= repurchase_window_days) & (r.n_orders > 0))
+    per_buyer = buyers.group_by("user_id").aggregate(order_days=buyers.count())
+    repurchase = per_buyer.aggregate(
+        buyers=per_buyer.count(), repeat_buyers=per_buyer.count(where=per_buyer.order_days >= 2)
+    )
+    j = activity.cross_join(repurchase)
+    return j.select(
+        "dau",
+        "wau",
+        "mau",
+        stickiness=(j.user_days_30.cast("float64") / 30) / j.mau.nullif(0).cast("float64"),
+        buyers=j.buyers,
+        repurchase_rate=j.repeat_buyers.cast("float64") / j.buyers.nullif(0).cast("float64"),
+    )
+
+
+def cohort_retention(rollup: Table, as_of_day: int) -> Table:
+    """Monthly cohort retention before `as_of_day`: per first-activity month and months since,
+    the share of the cohort active in that month (month 0 is 1 by definition)."""
+    r = rollup.filter(rollup.d < as_of_day).mutate(month=_month_index(rollup.d))
+    first = r.group_by("user_id").aggregate(cohort=r.month.min())
+    j = r.join(first, "user_id")
+    active = j.group_by(["cohort", "month"]).aggregate(active_users=j.user_id.nunique())
+    size = first.group_by("cohort").aggregate(cohort_users=first.count())
+    out = active.join(size, "cohort")
+    out = out.select(
+        cohort_month=(ibis.date(1970, 1, 1) + ((out.cohort // 12 - 1970) * 12 + out.cohort % 12).as_interval("M")),
+        months_since=out.month - out.cohort,
+        cohort_users=out.cohort_users,
+        retention=out.active_users.cast("float64") / out.cohort_users.cast("float64"),
+    )
+    return out.order_by(["cohort_month", "months_since"])

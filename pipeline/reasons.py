@@ -52,23 +52,34 @@ def top_reasons(
     families = []
     for r in range(len(rows)):
         row = dict(zip(features, values[r].tolist(), strict=True))
-        texts: list[str] = []
+        # reasons that raise the risk, one per family first; then more of the same families; then,
+        # for users with few risk-raising drivers, the strongest remaining ones
+        first, same_family, weak = [], [], []
         families_seen: list[str] = []
-        same_family: list[str] = []
+        seen_texts: set[str] = set()
         for j in order[r]:
-            if not explainable[j] or len(texts) == k:
+            if not explainable[j]:
                 break
             feature = catalogue[features[j]]
+            value = row.get(feature.name)
+            if (value is None or math.isnan(value)) and feature.reason_missing is None:
+                continue  # "unknown" explains nothing
             text = reason_text(feature, row)
-            if text in texts or text in same_family:
+            if text in seen_texts:
                 continue
-            if feature.family in families_seen:
-                same_family.append(text)
-                continue
-            families_seen.append(feature.family)
-            texts.append(text)
-        texts += same_family[: k - len(texts)]
-        family = families_seen[0] if families_seen else ""
+            seen_texts.add(text)
+            if contrib[r, j] <= 0:
+                weak.append((text, feature.family))
+            elif feature.family in families_seen:
+                same_family.append((text, feature.family))
+            else:
+                families_seen.append(feature.family)
+                first.append((text, feature.family))
+            if len(first) == k:
+                break
+        chosen = (first + same_family + weak)[:k]
+        texts = [t for t, _ in chosen]
+        family = chosen[0][1] if chosen else ""
         texts += [""] * (k - len(texts))
         for i in range(k):
             out[f"reason_{i + 1}"].append(texts[i])

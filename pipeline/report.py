@@ -36,6 +36,15 @@ def render_report(paths: Paths, list_dir: Path, top: int = 50) -> str:
     metric_names = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top10", "recall_top10", "value_recall_at_k"]
     models = [m for m, v in evaluation.items() if isinstance(v, dict) and "roc_auc" in v]
     imp_path = paths.reports / "shap_importance.csv"
+    cohorts_path = list_dir / "cohort_retention.csv"
+    cohorts = pd.read_csv(cohorts_path) if cohorts_path.exists() else pd.DataFrame()
+    if len(cohorts):
+        # the last 12 cohorts, their first 12 months: a readable triangle
+        cohorts = cohorts[cohorts["months_since"] <= 12]
+        keep = sorted(cohorts["cohort_month"].unique())[-12:]
+        cohorts = cohorts[cohorts["cohort_month"].isin(keep)].pivot(
+            index="cohort_month", columns="months_since", values="retention"
+        )
     return _ENV.get_template("report.html.j2").render(
         summary=summary,
         rows=lst.head(top).to_dict("records"),
@@ -49,5 +58,6 @@ def render_report(paths: Paths, list_dir: Path, top: int = 50) -> str:
         importance=pd.read_csv(imp_path).head(15).to_dict("records") if imp_path.exists() else [],
         bar_png=_image(paths.reports / "shap_bar.png"),
         ingest=_json(paths.metrics("ingest")),
+        cohorts=cohorts,
         features=_json(paths.metrics("features")),
     )

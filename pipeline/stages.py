@@ -10,6 +10,8 @@ import mlflow
 import pandas as pd
 
 from features.catalogue import catalogue, catalogue_table
+from features.kpis import cohort_retention, retention_kpis
+from features.windows import day_number
 from pipeline import io, tracking
 from pipeline.build import build_snapshots, data_span, labelable_cutoffs, rollup
 from pipeline.config import Params
@@ -170,7 +172,8 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
     events = read_events(con, paths.events)
     _, end = data_span(con, events)
     as_of = as_of or params.score.as_of or end
-    rows = build_snapshots(con, rollup(events), [as_of], params, labelled=False)
+    rolled = rollup(events)
+    rows = build_snapshots(con, rolled, [as_of], params, labelled=False)
     if rows.empty:
         raise WinbackError(f"no user is in the population at {as_of} (lookback {params.labels.lookback_days} days)")
     features = model_feature_names(model)
@@ -198,7 +201,13 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
         "data_end": end.isoformat(),
         **list_summary(lst),
         "week_over_week": compare_lists(lst, pd.read_parquet(previous)) if previous else None,
+        "kpis": {
+            k: None if pd.isna(v) else float(v)
+            for k, v in con.to_pandas(retention_kpis(rolled, day_number(as_of))).iloc[0].items()
+        },
     }
+    cohorts = con.to_pandas(cohort_retention(rolled, day_number(as_of)))
+    io.write_csv(cohorts, out_dir / "cohort_retention.csv")
     io.write_json(summary, out_dir / "summary.json")
     io.write_json({"as_of": as_of.isoformat(), "dir": str(out_dir), "model_version": version}, paths.latest_score)
     return summary

@@ -153,3 +153,27 @@ def test_event_type_counts_exact(con, events):
         {"event_type": "support", "events": 1, "users": 1},
     ]
     assert sum(r["events"] for r in got) == len(ROWS)
+
+
+def test_retention_kpis_and_cohorts_on_a_hand_built_rollup() -> None:
+    from features.kpis import cohort_retention, retention_kpis
+
+    con = ibis.duckdb.connect()
+    # days: 19723 = 2024-01-01, 19724/19725 = Jan 2/3, 19753 = Jan 31, 19754 = Feb 1; as of Feb 2
+    rollup = ibis.memtable(
+        pd.DataFrame(
+            {
+                "user_id": ["a", "a", "b", "b", "c"],
+                "d": [19723, 19754, 19724, 19725, 19753],
+                "n_orders": [1, 1, 0, 1, 1],
+            }
+        )
+    )
+    k = con.to_pandas(retention_kpis(rollup, 19755)).iloc[0]
+    assert (k["dau"], k["wau"], k["mau"], k["buyers"]) == (1, 2, 3, 3)
+    assert k["stickiness"] == pytest.approx(3 / 30 / 3)
+    assert k["repurchase_rate"] == pytest.approx(1 / 3)
+    c = con.to_pandas(cohort_retention(rollup, 19755))
+    assert c["cohort_month"].astype(str).tolist() == ["2024-01-01", "2024-01-01"]
+    assert c["months_since"].tolist() == [0, 1]
+    assert c["retention"].tolist() == pytest.approx([1.0, 1 / 3])

@@ -72,3 +72,16 @@ def test_reasons_prefer_distinct_families_then_fill() -> None:
         "Last seen 20 days ago",
         "1 support ticket in the last 90 days",
     ]
+
+
+def test_unknown_values_are_never_cited_and_risk_raising_reasons_come_first() -> None:
+    features = ["mean_gap_days_90d", "refunds_90d", "open_tickets", "days_since_last_activity"]
+    rows = pd.DataFrame(
+        {"mean_gap_days_90d": [np.nan], "refunds_90d": [0.0], "open_tickets": [2.0], "days_since_last_activity": [9.0]}
+    )
+    out = top_reasons(np.array([[0.9, -0.2, 0.5, 0.1]]), rows, features, CAT).iloc[0]
+    assert [out["reason_1"], out["reason_2"], out["reason_3"]] == [
+        "2 support tickets still open",
+        "Last seen 9 days ago",
+        "0 refunds in the last 90 days",
+    ]
