@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -157,6 +158,18 @@ def explain(params: Params, paths: Paths, max_rows: int = 5000) -> dict:
     return {"rows": len(X), "families": families, "top_features": imp["feature"].head(10).tolist()}
 
 
+def score_population(model: Any, rows: pd.DataFrame, params: Params, as_of: dt.date, version: str) -> pd.DataFrame:
+    """Probabilities, SHAP reasons and the ranked list for the population rows at `as_of`."""
+    features = model_feature_names(model)
+    X = matrix(rows, features)
+    booster = inner_booster(model)
+    cat = {f.name: f for f in catalogue(params.features.windows)}
+    reasons = top_reasons(shap_values(booster, X), rows, features, cat)
+    raw = booster.predict_proba(X, raw_score=True)
+    proba = model.predict_proba(X)[:, 1]
+    return winback_list(rows, proba, reasons, params.score, params.labels.horizon_days, as_of, version, raw)
+
+
 def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
     """Score the population at `as_of` with @champion into outputs/winback/<as_of>/."""
     client = tracking.setup(params.mlflow)
@@ -183,28 +196,19 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
             f"the champion model v{version} needs features the data does not have: {missing}; "
             "retrain on this source (dvc repro) or check data.columns"
         )
-    X = matrix(rows, features)
-    proba = model.predict_proba(X)[:, 1]
-    booster = inner_booster(model)
-    contrib = shap_values(booster, X)
-    cat = {f.name: f for f in catalogue(params.features.windows)}
-    reasons = top_reasons(contrib, rows, features, cat)
-    raw = booster.predict_proba(X, raw_score=True)
-    lst = winback_list(rows, proba, reasons, params.score, params.labels.horizon_days, as_of, version, raw)
+    lst = score_population(model, rows, params, as_of, version)
     out_dir = paths.winback_dir(as_of)
     io.write_parquet(lst, out_dir / "winback.parquet")
     io.write_csv(lst, out_dir / "winback.csv")
     previous = paths.previous_list(as_of)
+    kpis = con.to_pandas(retention_kpis(rolled, day_number(as_of))).iloc[0]
     summary = {
         "as_of": as_of.isoformat(),
         "model_version": version,
         "data_end": end.isoformat(),
         **list_summary(lst),
         "week_over_week": compare_lists(lst, pd.read_parquet(previous)) if previous else None,
-        "kpis": {
-            k: None if pd.isna(v) else float(v)
-            for k, v in con.to_pandas(retention_kpis(rolled, day_number(as_of))).iloc[0].items()
-        },
+        "kpis": {k: None if pd.isna(v) else float(v) for k, v in kpis.items()},
     }
     cohorts = con.to_pandas(cohort_retention(rolled, day_number(as_of)))
     io.write_csv(cohorts, out_dir / "cohort_retention.csv")
