@@ -46,7 +46,6 @@ def main() -> None:
         con = connect(params)
         events = read_events(con, events_path)
         n = counts["events"]
-        _, end = data_span(con, events)
 
         def reference() -> object:
             aggs = {f"n_{r}": events.count(where=events.event_type == r) for r in ALL_ROLES}
@@ -54,6 +53,7 @@ def main() -> None:
 
         t_ref, _ = _timed(reference)
         t_roll, rolled = _timed(lambda: rollup(events))
+        _, end = data_span(con, rolled)
         windows = params.features.windows
 
         def build(k: int) -> object:

@@ -8,7 +8,7 @@ import ibis
 from ibis.expr.types import Table
 
 from features.events import canonical_types
-from features.rollup import _distinct_orders
+from features.rollup import distinct_orders
 
 Period = Literal["day", "week", "month"]
 
@@ -29,7 +29,7 @@ def activity_by_period(events: Table, period: Period = "week") -> Table:
     agg = e.group_by("period_start").aggregate(
         active_users=e.user_id.nunique(),
         events=e.count(),
-        orders=_distinct_orders(e, purchase),
+        orders=distinct_orders(e, purchase),
         revenue=e.amount.sum(where=purchase).fill_null(0).cast("float64"),
     )
     return agg.order_by("period_start")

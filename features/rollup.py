@@ -21,7 +21,8 @@ def _exact_sum(values: ibis.Expr, where: ibis.Expr) -> ibis.Expr:
     return (values * FIXED_POINT).round().cast("int64").sum(where=where).fill_null(0)
 
 
-def _distinct_orders(e: Table, where: ibis.Expr) -> ibis.Expr:
+def distinct_orders(e: Table, where: ibis.Expr) -> ibis.Expr:
+    """Distinct orders among the rows where `where` holds (rows without an order id count one each)."""
     # line-item sources repeat an order id per line; sources without order ids count one order per row
     return e.order_id.nunique(where=where & e.order_id.notnull()) + e.count(where=where & e.order_id.isnull())
 
@@ -47,8 +48,8 @@ def user_day_rollup(events: Table) -> Table:
     for r in ALL_ROLES:
         aggs[f"n_{r}"] = e.count(where=role == r)
     aggs |= {
-        "n_orders": _distinct_orders(e, purchase),
-        "n_coupon_orders": _distinct_orders(e, purchase & (e.discount.fill_null(0) > 0)),
+        "n_orders": distinct_orders(e, purchase),
+        "n_coupon_orders": distinct_orders(e, purchase & (e.discount.fill_null(0) > 0)),
         "first_purchase_ts": e.ts.min(where=purchase),
         "last_purchase_ts": e.ts.max(where=purchase),
         "revenue": _exact_sum(e.amount, purchase),

@@ -10,7 +10,7 @@ from ibis.backends import BaseBackend
 from ibis.expr.types import Table
 
 from features.labels import churn_labels, population
-from features.rollup import SECONDS_PER_DAY, user_day_rollup
+from features.rollup import user_day_rollup
 from features.windows import EPOCH, cutoff_table, snapshot_features
 from pipeline.config import FeatureParams, LabelParams, Params
 from pipeline.errors import WinbackError
@@ -20,15 +20,12 @@ class ScheduleError(WinbackError, ValueError):
     """The data span cannot support the requested cutoffs; the message says which param to change."""
 
 
-def data_span(con: BaseBackend, events: Table) -> tuple[dt.date, dt.date]:
-    """(first event day, end of data) where end of data is midnight UTC after the last event."""
-    ts = events.event_time.epoch_seconds()
-    lo, hi = con.execute(events.aggregate(lo=ts.min(), hi=ts.max())).iloc[0]
+def data_span(con: BaseBackend, rolled: Table) -> tuple[dt.date, dt.date]:
+    """(first event day, end of data) from the user-day rollup; end of data is midnight UTC after the last event."""
+    lo, hi = con.execute(rolled.aggregate(lo=rolled.d.min(), hi=rolled.d.max())).iloc[0]
     if pd.isna(lo):
         raise ScheduleError("the ingested event table is empty: check data.source and the ingest rejects")
-    first = EPOCH + dt.timedelta(days=int(lo) // SECONDS_PER_DAY)
-    end = EPOCH + dt.timedelta(days=int(hi) // SECONDS_PER_DAY + 1)
-    return first, end
+    return EPOCH + dt.timedelta(days=int(lo)), EPOCH + dt.timedelta(days=int(hi) + 1)
 
 
 def labelable_cutoffs(first_day: dt.date, data_end: dt.date, fp: FeatureParams, lp: LabelParams) -> list[dt.date]:

@@ -101,11 +101,8 @@ def score(
 @app.command()
 def report(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path(".")) -> None:
     """Render report.html beside the latest win-back list."""
-    target = _run(stages.report, params, root)
-    latest = Path(root) / "outputs" / "latest.json"
-    list_dir = json.loads(latest.read_text())["dir"]
-    console.print(f"win-back list: {Path(list_dir) / 'winback.csv'}")
-    console.print(f"report:        {target}")
+    _run(stages.report, params, root)
+    where(root)
 
 
 @app.command()

@@ -55,8 +55,8 @@ def sweep(params: Params, paths: Paths, horizons: list[int], qualifying: list[st
     """One row per (horizon, qualifying activity): base rate, ROC-AUC and ECE, computed the training way."""
     con = connect(params)
     events = read_events(con, paths.events)
-    first, end = data_span(con, events)
     rolled = rollup(events)
+    first, end = data_span(con, rolled)
     rows = []
     for q in qualifying:
         for h in horizons:

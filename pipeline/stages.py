@@ -46,9 +46,10 @@ def features(params: Params, paths: Paths) -> dict:
     """Labelled snapshots for every labelable cutoff."""
     con = connect(params)
     events = read_events(con, paths.events)
-    first, end = data_span(con, events)
+    rolled = rollup(events)
+    first, end = data_span(con, rolled)
     cutoffs = labelable_cutoffs(first, end, params.features, params.labels)
-    snap = build_snapshots(con, rollup(events), cutoffs, params, labelled=True)
+    snap = build_snapshots(con, rolled, cutoffs, params, labelled=True)
     io.write_parquet(snap, paths.snapshots)
     per_cutoff = snap.groupby("cutoff")[LABEL].agg(["size", "mean"])
     summary = {
@@ -183,9 +184,9 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
     model = tracking.load_model(f"models:/{name}@champion")
     con = connect(params)
     events = read_events(con, paths.events)
-    _, end = data_span(con, events)
-    as_of = as_of or params.score.as_of or end
     rolled = rollup(events)
+    _, end = data_span(con, rolled)
+    as_of = as_of or params.score.as_of or end
     rows = build_snapshots(con, rolled, [as_of], params, labelled=False)
     if rows.empty:
         raise WinbackError(f"no user is in the population at {as_of} (lookback {params.labels.lookback_days} days)")

@@ -88,7 +88,8 @@ def shop_snapshots(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, pd
     write_shop(params.generate, tmp / "events.parquet", tmp / "truth.parquet")
     con = connect(params)
     events = read_events(con, tmp / "events.parquet")
-    first, end = data_span(con, events)
+    rolled = rollup(events)
+    first, end = data_span(con, rolled)
     cutoffs = labelable_cutoffs(first, end, params.features, params.labels)
-    snap = build_snapshots(con, rollup(events), cutoffs, params, labelled=True)
+    snap = build_snapshots(con, rolled, cutoffs, params, labelled=True)
     return params, snap, tmp / "events.parquet"
