@@ -73,6 +73,18 @@ class SnapshotContext:
         return (self._cutoff_ts() - self.rows.first_ts.min()).cast("float64") / SECONDS_PER_DAY
 
 
+def _some(value: float) -> bool:
+    return value > 0
+
+
+def _late(value: float) -> bool:
+    return value >= LATE_DELIVERY_DAYS
+
+
+def _known(value: float) -> bool:
+    return True  # reasons never cite unknown values, so any cited value shows it
+
+
 def ratio(num: ibis.Expr, den: ibis.Expr) -> ibis.Expr:
     """num / den, null when den is 0 or null (engines disagree on division by zero)."""
     return ibis.ifelse(den > 0, num.cast("float64") / den.cast("float64"), ibis.null("float64"))
@@ -95,6 +107,17 @@ class Feature:
     actionable: bool = True
     explainable: bool = True
     window: int | None = None
+    # A driver is an experience or a change of behaviour that can make a user leave (late deliveries,
+    # open tickets, coupon dependence, fading activity); it leads the reasons when the user's value
+    # shows it (`driver_if(value)`: "2 late deliveries" does, "0 late deliveries" does not). None
+    # marks a state feature (recency, volume, tenure, spend): it describes where the user stands,
+    # which every leaving user shares, so it only leads when no driver raises the risk.
+    driver_if: Callable[[float], bool] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def kind(self) -> str:
+        """'driver' or 'state' (see driver_if)."""
+        return "state" if self.driver_if is None else "driver"
 
 
 def _engagement(windows: list[int]) -> list[Feature]:
@@ -105,7 +128,10 @@ def _engagement(windows: list[int]) -> list[Feature]:
             "engagement",
             "Days from the last event of any kind to the cutoff",
             lambda c: c.days_since("last_ts"),
-            ("Last seen {value:.0f} day{s} ago",),
+            (
+                "Last seen {value:.0f} day{s} ago (usual gap between visits: {mean_gap_days_90d:.1f} days)",
+                "Last seen {value:.0f} day{s} ago",
+            ),
             unit="days",
         ),
         Feature(
@@ -119,6 +145,7 @@ def _engagement(windows: list[int]) -> list[Feature]:
             ),
             unit="days",
             window=mid,
+            driver_if=lambda v: v < 0,
         ),
         Feature(
             f"active_days_prev_{mid}d",
@@ -364,6 +391,7 @@ def _other_families(windows: list[int]) -> list[Feature]:
             (f"Only {{value:.0%}} of carts in the last {long} days became orders",),
             unit="ratio",
             window=long,
+            driver_if=lambda v: v <= 0.5,
         ),
         Feature(
             f"abandoned_cart_days_{long}d",
@@ -373,32 +401,64 @@ def _other_families(windows: list[int]) -> list[Feature]:
             (f"Left a full cart on {{value:.0f}} day{{s}} in the last {long}",),
             unit="days",
             window=long,
+            driver_if=_some,
+        ),
+        Feature(
+            f"coupon_orders_{long}d",
+            "promotion",
+            f"Orders with a coupon in the last {long} days",
+            lambda c: c.sum("n_coupon_orders", long),
+            unit="orders",
+            window=long,
+            explainable=False,  # cited through coupon_share_{long}d
         ),
         Feature(
             f"coupon_share_{long}d",
             "promotion",
             f"Share of orders in the last {long} days that used a coupon",
             lambda c: ratio(c.sum("n_coupon_orders", long), c.sum("n_orders", long)),
-            (f"{{value:.0%}} of orders in the last {long} days used a coupon",),
+            (
+                f"Used a coupon on {{coupon_orders_{long}d:.0f}} of {{orders_{long}d:.0f}} orders "
+                f"in the last {long} days",
+                f"{{value:.0%}} of orders in the last {long} days used a coupon",
+            ),
             unit="share",
             window=long,
+            driver_if=_some,
+        ),
+        Feature(
+            "coupon_orders_total",
+            "promotion",
+            "Orders with a coupon before the cutoff",
+            lambda c: c.sum("n_coupon_orders"),
+            unit="orders",
+            explainable=False,  # cited through coupon_share_total
         ),
         Feature(
             "coupon_share_total",
             "promotion",
             "Share of all orders that used a coupon",
             lambda c: ratio(c.sum("n_coupon_orders"), c.sum("n_orders")),
-            ("{value:.0%} of all orders used a coupon",),
+            (
+                "Used a coupon on {coupon_orders_total:.0f} of {orders_total:.0f} orders",
+                "{value:.0%} of all orders used a coupon",
+            ),
             unit="share",
+            driver_if=_some,
         ),
         Feature(
             "days_since_last_coupon_order",
             "promotion",
             "Days from the last order with a coupon to the cutoff",
             lambda c: c.days_since("last_ts", c.rows.n_coupon_orders > 0),
-            ("Last coupon order {value:.0f} day{s} ago",),
+            (
+                "Last coupon order {value:.0f} day{s} ago (coupons on {coupon_orders_total:.0f} of "
+                "{orders_total:.0f} orders)",
+                "Last coupon order {value:.0f} day{s} ago",
+            ),
             reason_missing="Has never used a coupon",
             unit="days",
+            driver_if=_known,
         ),
         Feature(
             f"tickets_{long}d",
@@ -408,6 +468,7 @@ def _other_families(windows: list[int]) -> list[Feature]:
             (f"{{value:.0f}} support ticket{{s}} in the last {long} days",),
             unit="tickets",
             window=long,
+            driver_if=_some,
         ),
         Feature(
             "open_tickets",
@@ -416,15 +477,58 @@ def _other_families(windows: list[int]) -> list[Feature]:
             lambda c: (c.sum("n_support") - c.sum("n_support_resolved")).clip(lower=0),
             ("{value:.0f} support ticket{s} still open",),
             unit="tickets",
+            driver_if=_some,
+        ),
+        Feature(
+            f"deliveries_{long}d",
+            "logistics",
+            f"Deliveries in the last {long} days",
+            lambda c: c.sum("delay_n", long),
+            unit="deliveries",
+            window=long,
+            explainable=False,  # the reference point of late_deliveries_{long}d
         ),
         Feature(
             f"late_deliveries_{long}d",
             "logistics",
             f"Deliveries at least {LATE_DELIVERY_DAYS} days late in the last {long} days",
             lambda c: c.sum("late_n", long),
-            (f"{{value:.0f}} late deliver{{ies}} in the last {long} days",),
+            (
+                f"{{value:.0f}} of {{deliveries_{long}d:.0f}} deliveries in the last {long} days arrived late",
+                f"{{value:.0f}} late deliver{{ies}} in the last {long} days",
+            ),
             unit="deliveries",
             window=long,
+            driver_if=_some,
+        ),
+        Feature(
+            "late_deliveries_total",
+            "logistics",
+            f"Deliveries at least {LATE_DELIVERY_DAYS} days late, all history",
+            lambda c: c.sum("late_n"),
+            ("{value:.0f} late deliver{ies} since the first order",),
+            unit="deliveries",
+            driver_if=_some,
+        ),
+        Feature(
+            f"late_order_low_ratings_{long}d",
+            "logistics",
+            f"Reviews rated {LOW_RATING} or less of orders delivered late, in the last {long} days",
+            lambda c: c.sum("late_low_rating_n", long),
+            (f"{{value:.0f}} review{{s}} of {LOW_RATING} stars or less after a late delivery in the last {long} days",),
+            unit="reviews",
+            window=long,
+            driver_if=_some,
+        ),
+        Feature(
+            f"delay_days_{long}d",
+            "logistics",
+            f"Days late summed over the deliveries of the last {long} days",
+            lambda c: c.sum_fixed("delay_sum", long),
+            (f"Deliveries in the last {long} days were {{value:.0f}} day{{s}} late in total",),
+            unit="days",
+            window=long,
+            driver_if=lambda v: v >= 1,
         ),
         Feature(
             f"mean_delivery_delay_{long}d",
@@ -434,6 +538,7 @@ def _other_families(windows: list[int]) -> list[Feature]:
             (f"Deliveries in the last {long} days arrived {{value:.1f}} days late on average",),
             unit="days",
             window=long,
+            driver_if=lambda v: v >= 1,
         ),
         Feature(
             f"max_delivery_delay_{long}d",
@@ -443,6 +548,7 @@ def _other_families(windows: list[int]) -> list[Feature]:
             (f"A delivery arrived {{value:.0f}} day{{s}} late in the last {long} days",),
             unit="days",
             window=long,
+            driver_if=_late,
         ),
         Feature(
             f"mean_rating_{long}d",
@@ -452,15 +558,30 @@ def _other_families(windows: list[int]) -> list[Feature]:
             (f"Average review rating {{value:.1f}} of 5 in the last {long} days",),
             unit="stars",
             window=long,
+            driver_if=lambda v: v <= 3,
+        ),
+        Feature(
+            f"reviews_{long}d",
+            "satisfaction",
+            f"Reviews written in the last {long} days",
+            lambda c: c.sum("rating_n", long),
+            unit="reviews",
+            window=long,
+            explainable=False,  # the reference point of low_ratings_{long}d
         ),
         Feature(
             f"low_ratings_{long}d",
             "satisfaction",
-            f"Reviews rated {LOW_RATING} or less in the last {long} days",
-            lambda c: c.sum("low_rating_n", long),
-            (f"{{value:.0f}} review{{s}} of {LOW_RATING} stars or less in the last {long} days",),
+            f"Reviews rated {LOW_RATING} or less in the last {long} days, except those of late deliveries",
+            lambda c: c.sum("low_rating_n", long) - c.sum("late_low_rating_n", long),
+            (
+                f"{{value:.0f}} of {{reviews_{long}d:.0f}} reviews in the last {long} days rated "
+                f"{LOW_RATING} stars or less",
+                f"{{value:.0f}} review{{s}} of {LOW_RATING} stars or less in the last {long} days",
+            ),
             unit="reviews",
             window=long,
+            driver_if=_some,
         ),
         Feature(
             f"refunds_{long}d",
@@ -470,6 +591,7 @@ def _other_families(windows: list[int]) -> list[Feature]:
             (f"{{value:.0f}} refund{{s}} in the last {long} days",),
             unit="refunds",
             window=long,
+            driver_if=_some,
         ),
         Feature(
             "refund_share_total",
@@ -478,13 +600,14 @@ def _other_families(windows: list[int]) -> list[Feature]:
             lambda c: ratio(c.sum_fixed("refund_amount"), c.sum_fixed("revenue")),
             ("Refunded {value:.0%} of what they ordered",),
             unit="share",
+            driver_if=_some,
         ),
         Feature(
             "tier",
             "loyalty",
             "Membership tier level at the cutoff (0 = none)",
             lambda c: c.rows.tier_last.argmax(c.rows.d, where=c.rows.tier_last.notnull()).fill_null(0).cast("float64"),
-            ("Membership tier {value:.0f}",),
+            ("Membership level {value:.0f} (0 = not a member)",),
             unit="level",
         ),
     ]
@@ -511,6 +634,7 @@ def catalogue_table(windows: list[int]) -> list[dict]:
             "window_days": f.window,
             "actionable": f.actionable,
             "explainable": f.explainable,
+            "kind": f.kind,
             "reasons": list(f.reasons),
             "reason_missing": f.reason_missing,
         }

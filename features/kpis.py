@@ -116,3 +116,13 @@ def cohort_retention(rollup: Table, as_of_day: int) -> Table:
         retention=out.active_users.cast("float64") / out.cohort_users.cast("float64"),
     )
     return out.order_by(["cohort_month", "months_since"])
+
+
+def churn_rate_per_cutoff(labels: Table) -> Table:
+    """Per cutoff (date): users in the population and the share who churned, from `labels.churn_labels`."""
+    g = labels.group_by("cutoff_day").aggregate(users=labels.count(), churned=labels.churned.sum().cast("int64"))
+    g = g.mutate(
+        cutoff=(ibis.date(1970, 1, 1) + g.cutoff_day.as_interval("D")).cast("date"),
+        churn_rate=g.churned.cast("float64") / g.users.cast("float64"),
+    )
+    return g.select("cutoff", "users", "churned", "churn_rate").order_by("cutoff")

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import ibis
 from ibis.expr.types import Table
 
+from features.rollup import FIXED_POINT
+
 
 def qualifying_events(rollup: Table, qualifying: str | Sequence[str]) -> ibis.Expr:
     """Per rollup row, the number of events that count as 'active' for the churn definition."""
@@ -40,3 +42,11 @@ def churn_labels(
     )
     g = g.filter(g.past > 0)
     return g.select("user_id", "cutoff_day", churned=(g.future == 0).cast("int8"))
+
+
+def future_revenue(rollup: Table, cutoffs: Table, horizon_days: int) -> Table:
+    """(user_id, cutoff_day, future_revenue): order revenue in [cutoff, cutoff + horizon); a target, never a feature."""
+    r = rollup.filter(rollup.revenue != 0)
+    j = r.join(cutoffs, (r.d >= cutoffs.cutoff_day) & (r.d < cutoffs.cutoff_day + horizon_days))
+    g = j.group_by(["user_id", "cutoff_day"]).aggregate(fixed=j.revenue.sum())
+    return g.select("user_id", "cutoff_day", future_revenue=g.fixed.cast("float64") / FIXED_POINT)

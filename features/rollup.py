@@ -65,9 +65,32 @@ def user_day_rollup(events: Table) -> Table:
     }
     r = e.group_by(["user_id", "d"]).aggregate(**aggs)
     r = r.mutate(abandoned_cart=((r.n_cart > 0) & (r.n_orders == 0)).cast("int64"))
+    r = _with_late_order_reviews(e, r)
     # gap to the previous purchase day: depends only on earlier days, so it is point-in-time safe
     p = r.filter(r.n_orders > 0)
     w = ibis.window(group_by="user_id", order_by="d")
     gaps = p.select(g_user=p.user_id, g_d=p.d, purchase_gap=(p.d - p.d.lag().over(w)).cast("float64"))
     joined = r.left_join(gaps, (r.user_id == gaps.g_user) & (r.d == gaps.g_d))
     return joined.drop("g_user", "g_d")
+
+
+def _with_late_order_reviews(e: Table, r: Table) -> Table:
+    """Add `late_low_rating_n`: bad reviews (per day) of orders whose delivery came late.
+
+    A bad review of a late order is a complaint about the delivery, not about the product: linking
+    reviews to their order's delivery through order_id lets features tell the two apart. Reviews
+    without an order id, or of orders without delivery data, are never counted as late.
+    """
+    late = e.filter((e.event_type == "delivery") & e.order_id.notnull() & (e.delivery_delay_days >= LATE_DELIVERY_DAYS))
+    # the first late delivery of each order; a review only counts it if it came first, so a feature
+    # at a cutoff never reads a delivery from after the cutoff through a review from before it
+    late = late.group_by([late.user_id, late.order_id]).aggregate(o_ts=late.ts.min())
+    late = late.select(o_user="user_id", o_order="order_id", o_ts="o_ts")
+    rv = e.filter((e.event_type == "review") & (e.rating <= LOW_RATING) & e.order_id.notnull())
+    rv = rv.join(late, (rv.user_id == late.o_user) & (rv.order_id == late.o_order) & (late.o_ts <= rv.ts))
+    # one count per review even if an order has several late deliveries
+    per_day = rv.group_by([rv.user_id, rv.d]).aggregate(late_low_rating_n=rv.count())
+    per_day = per_day.select(l_user="user_id", l_d="d", late_low_rating_n="late_low_rating_n")
+    joined = r.left_join(per_day, (r.user_id == per_day.l_user) & (r.d == per_day.l_d))
+    joined = joined.mutate(late_low_rating_n=joined.late_low_rating_n.fill_null(0))
+    return joined.drop("l_user", "l_d")

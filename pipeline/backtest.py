@@ -14,8 +14,8 @@ from pipeline.baselines import all_baselines
 from pipeline.config import Params
 from pipeline.errors import WinbackError
 from pipeline.metrics import capacity_metrics, classification_metrics
-from pipeline.score import expected_value
-from pipeline.train import LABEL, fit_churn_model, matrix, model_feature_names, rows_at, time_split
+from pipeline.train import LABEL, contacted_policy, fit_churn_model, matrix, model_feature_names, rows_at, time_split
+from pipeline.value import expected_value
 
 log = logging.getLogger(__name__)
 MODEL = "model"
@@ -43,8 +43,10 @@ def predict_cutoff(
     else:
         split = time_split(sorted(history["cutoff"].unique()), horizon, params.train.max_train_cutoffs)
     train, test = rows_at(history, split.train), rows_at(history, test_cutoff)
+    # the baselines fit on the model's training rows (contacted ones dropped under train.contacted: exclude)
+    train = contacted_policy(train, params.train)[0]
     out = test[["user_id", "cutoff", LABEL]].reset_index(drop=True)
-    out["value"] = expected_value(test, horizon)
+    out["value"] = expected_value(test, horizon, params.score.value_model)
     out[f"p_{MODEL}"] = model.predict_proba(matrix(test, model_feature_names(model)))[:, 1]
     y_train = train[LABEL].to_numpy(int)
     for baseline in all_baselines(horizon):

@@ -17,7 +17,7 @@ from scipy.special import digamma, expit, gammaln, hyp2f1
 _LOG_BOUND = 25.0  # log-parameters are kept in [-25, 25] so exp() never overflows
 _SHAPE_RANGE = (1e-5, 1e5)  # r, a, b beyond this: a degenerate fit (e.g. no dropout) that 2F1 cannot evaluate
 _PENALISED = np.array([1.0, 0.0, 1.0, 1.0])  # the ridge acts on log r, log a, log b
-_A_NEAR_ONE = 1e-5  # expected_purchases has a removable 0/0 at a == 1
+_A_NEAR_ONE = 1e-5  # E[purchases | alive] has a removable 0/0 at a == 1
 _C_NUDGE = 1e-6  # scipy's hyp2f1 returns NaN in some cases with integer c - p1 - p2
 
 
@@ -171,24 +171,51 @@ def _expected_given_alive(r: float, alpha: float, a: float, b: float, t, x, T) -
     return c / (a - 1) * (1.0 - term)
 
 
-def expected_purchases(params: BGNBD, t, x, t_x, T) -> np.ndarray:
-    """Conditional expected number of purchases in (T, T + t] given the history (x, t_x, T)."""
+def _horizon_history(t, x, t_x, T) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validated (shape, t, x, t_x, T): the history and the horizon t broadcast together and flattened."""
     x, t_x, T = _history(x, t_x, T)
     t, x, t_x, T = np.broadcast_arrays(np.asarray(t, dtype="float64"), x, t_x, T)
     if not np.isfinite(t).all() or (t < 0).any():
         raise ValueError("BG/NBD: t must be finite and >= 0")
-    shape = t.shape
-    t, x, t_x, T = (v.ravel() for v in (t, x, t_x, T))
+    return t.shape, *(v.ravel() for v in (t, x, t_x, T))
+
+
+def _given_alive(params: BGNBD, t, x, T) -> np.ndarray:
+    """E[purchases in (T, T+t] | alive at T, x] on flat validated arrays; 0 where t == 0."""
     r, alpha, a, b = astuple(params)
     if abs(a - 1) < _A_NEAR_ONE:  # removable 0/0 at a == 1: interpolate linearly between 1 - h and 1 + h
         below, above = (_expected_given_alive(r, alpha, 1 + s, b, t, x, T) for s in (-_A_NEAR_ONE, _A_NEAR_ONE))
         given_alive = below + (a - 1 + _A_NEAR_ONE) / (2 * _A_NEAR_ONE) * (above - below)
     else:
         given_alive = _expected_given_alive(r, alpha, a, b, t, x, T)
-    out = np.where(t > 0, expit(-_log_odds_dead(params, x, t_x, T)) * given_alive, 0.0)
+    return np.where(t > 0, given_alive, 0.0)
+
+
+def _checked(out: np.ndarray, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Expected counts clipped at 0 and reshaped; an error if any is not finite."""
     if not np.isfinite(out).all():
-        raise ValueError("BG/NBD: expected_purchases is not finite for some histories (extreme parameters?)")
+        raise ValueError(f"BG/NBD: {name} is not finite for some histories (extreme parameters?)")
     return np.maximum(out, 0.0).reshape(shape)
+
+
+def expected_purchases_if_alive(params: BGNBD, t, x, t_x, T) -> np.ndarray:
+    """Expected number of purchases in (T, T + t] given the history (x, t_x, T) and that the customer is alive at T.
+
+    The value of a customer who is retained: `expected_purchases` is this x `p_alive`. t_x does not enter (only
+    P(alive) depends on it) but is validated with the history.
+    """
+    shape, t, x, _, T = _horizon_history(t, x, t_x, T)
+    return _checked(_given_alive(params, t, x, T), "expected_purchases_if_alive", shape)
+
+
+def expected_purchases(params: BGNBD, t, x, t_x, T) -> np.ndarray:
+    """Conditional expected number of purchases in (T, T + t] given the history (x, t_x, T).
+
+    Not conditioned on being alive: P(alive | history) x `expected_purchases_if_alive`.
+    """
+    shape, t, x, t_x, T = _horizon_history(t, x, t_x, T)
+    out = expit(-_log_odds_dead(params, x, t_x, T)) * _given_alive(params, t, x, T)
+    return _checked(out, "expected_purchases", shape)
 
 
 def p_no_purchase(params: BGNBD, t, x, t_x, T) -> np.ndarray:

@@ -9,7 +9,7 @@ import pandas as pd
 from ibis.backends import BaseBackend
 from ibis.expr.types import Table
 
-from features.labels import churn_labels, population
+from features.labels import churn_labels, future_revenue, population
 from features.rollup import user_day_rollup
 from features.windows import EPOCH, cutoff_table, snapshot_features
 from pipeline.config import FeatureParams, LabelParams, Params
@@ -55,19 +55,24 @@ def rollup(events: Table) -> Table:
 def build_snapshots(
     con: BaseBackend, rolled: Table, cutoffs: list[dt.date], params: Params, labelled: bool = True
 ) -> pd.DataFrame:
-    """One row per (user in the population, cutoff): catalogue features and, when labelled, `churned`."""
+    """One row per (user in the population, cutoff): features, `churned` and `future_revenue` (null if unlabelled)."""
     ct = cutoff_table(cutoffs)
     lp = params.labels
     if labelled:
         pop = churn_labels(rolled, ct, lp.lookback_days, lp.horizon_days, lp.qualifying)
+        # realised revenue in the label window: a backtest target for the value estimate, never a feature
+        fut = future_revenue(rolled, ct, lp.horizon_days)
+        j = pop.left_join(fut, ["user_id", "cutoff_day"])
+        pop = j.select(pop.user_id, pop.cutoff_day, pop.churned, future_revenue=fut.future_revenue.fill_null(0.0))
     else:
         pop = population(rolled, ct, lp.lookback_days, lp.qualifying)
-        pop = pop.mutate(churned=ibis.null("int8"))
+        pop = pop.mutate(churned=ibis.null("int8"), future_revenue=ibis.null("float64"))
     feats = snapshot_features(rolled, ct, params.features.windows)
     snap = pop.join(feats, ["user_id", "cutoff_day"])
     df = con.to_pandas(snap)
     df.insert(1, "cutoff", pd.to_datetime(df.pop("cutoff_day").astype("int64"), unit="D").dt.date)
     label = df.pop("churned")
     df["churned"] = label.astype("Int8")
+    df["future_revenue"] = df.pop("future_revenue").astype("float64")
     df["user_id"] = df["user_id"].astype(str)
     return df.sort_values(["cutoff", "user_id"], kind="stable").reset_index(drop=True)

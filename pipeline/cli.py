@@ -171,6 +171,95 @@ def tune(
         console.print(f"written to {params}")
 
 
+ListOpt = Annotated[str, typer.Option("--list", help="the list's date (outputs/winback/DATE/) or a list file")]
+
+
+@app.command()
+def measure(
+    list_: ListOpt,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="confidence level of the intervals")] = 0.95,
+) -> None:
+    """Once the horizon has passed: churn of treatment vs holdout on a list, overall, per action and segment."""
+    from pipeline.measure import run_measure
+
+    def measure(p: Params, paths: Paths) -> Any:
+        return run_measure(p, paths, list_, confidence)
+
+    result = _run(measure, params, root)
+    print_measure(result)
+
+
+def print_measure(result: dict[str, Any]) -> None:
+    """The measurement as a table on the terminal."""
+    from rich.table import Table
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    def pts(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:+.1f}"
+
+    level = round(100 * result["confidence"])
+    table = Table(title=f"campaign of {result['as_of']}: churn within {result['horizon_days']} days, selected users")
+    for name in ("", "treatment", "holdout", "difference (pts)", f"{level}% CI (pts)", "relative", "p"):
+        table.add_column(name, justify="left" if not name else "right")
+    sections = [("overall", {"overall": result["overall"]})]
+    sections += [("action", result["by_action"]), ("segment", result["by_segment"])]
+    for scope, rows in sections:
+        for name, r in rows.items():
+            if r is None:
+                continue
+            label = name if scope == "overall" else f"{scope}: {name}"
+            ci = "-" if r["ci_low"] is None else f"[{pts(r['ci_low'])}, {pts(r['ci_high'])}]"
+            table.add_row(
+                label,
+                f"{pct(r['treatment_churn_rate'])} of {r['treatment_users']}",
+                f"{pct(r['holdout_churn_rate'])} of {r['holdout_users']}",
+                pts(r["difference"]),
+                ci,
+                pct(r["relative_effect"]),
+                "-" if r["p_value"] is None else f"{r['p_value']:.3g}",
+            )
+    Console().print(table)
+    log = result["contact_log"]
+    console.print(
+        f"contact log: {log['contacts_in_window']} contacts in the window; treatment contacted "
+        f"{pct(log['treatment_contacted_share'])}, holdout contacted {pct(log['holdout_contacted_share'])}"
+    )
+    console.print(f"written: {Path(result['list']).parent / 'measure.json'} and measure.csv")
+
+
+@app.command("simulate-campaign")
+def simulate_campaign(
+    list_: ListOpt,
+    effect: Annotated[float, typer.Option(min=0.0, max=1.0, help="contacted users' churn hazard x (1 - effect)")] = 0.5,
+    offset: Annotated[int, typer.Option(min=0, help="days from the list's as_of to the contacts")] = 0,
+    return_share: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="share of contacted users who had left that come back")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+) -> None:
+    """Regenerate the synthetic shop with a campaign on a list (for testing `measure`); rewrites data/raw/."""
+    from pipeline.campaign import list_path
+    from pipeline.config import CampaignParams
+
+    def simulate_campaign(p: Params, paths: Paths) -> Any:
+        campaign = CampaignParams(
+            list_path=str(list_path(paths, list_)), effect=effect, contact_day_offset=offset, return_share=return_share
+        )
+        return stages.generate(
+            p.model_copy(update={"generate": p.generate.model_copy(update={"campaign": campaign})}), paths
+        )
+
+    result = _run(simulate_campaign, params, root)
+    _show(result)
+    console.print(f"contact log: {Paths(root).raw_contacts}; true effect: {Paths(root).campaign_truth}")
+    console.print("next: `winback ingest`, then `winback measure --list DATE`")
+
+
 @app.command()
 def where(root: RootOpt = Path(".")) -> None:
     """Print where the latest win-back list and report are."""

@@ -14,6 +14,8 @@ from pipeline.errors import WinbackError
 
 # derived columns are added to each source frame under this prefix, which no real column uses
 DERIVED_PREFIX = "=derived:"
+# canonical columns of a retention contact log (data.contacts); action is optional
+CONTACT_COLUMNS: tuple[str, ...] = ("user_id", "contacted_at", "action")
 
 
 class Strict(BaseModel):
@@ -45,6 +47,23 @@ class DataParams(Strict):
     # events before this date are quarantined as too old (None: no bound)
     min_time: dt.date | None = None
     csv_delimiter: str = ","
+    # optional log of retention contacts (user_id, contacted_at, action), ingested beside the events:
+    # None (no log), "synthetic" (the log the generate stage writes for a simulated campaign), or a
+    # Parquet/CSV file, directory or glob; read with data.timezone and data.max_future_days
+    contacts: str | None = None
+    # canonical contact column -> column of the log (None: the log has none; only action may be None)
+    contact_columns: dict[str, str | None] = Field(default_factory=dict)
+
+    @field_validator("contact_columns")
+    @classmethod
+    def _known_contact_columns(cls, v: dict[str, str | None]) -> dict[str, str | None]:
+        unknown = sorted(set(v) - set(CONTACT_COLUMNS))
+        if unknown:
+            raise ValueError(f"unknown contact column(s) {unknown} in data.contact_columns; known: {CONTACT_COLUMNS}")
+        required = sorted(k for k in ("user_id", "contacted_at") if k in v and v[k] is None)
+        if required:
+            raise ValueError(f"data.contact_columns: {required} cannot be null, the contact log needs them")
+        return v
 
     @field_validator("columns")
     @classmethod
@@ -71,6 +90,11 @@ class DataParams(Strict):
         both = sorted(set(self.derive) & set(self.columns))
         if both:
             raise ValueError(f"column(s) {both} are in both data.columns and data.derive: keep one")
+        if self.contacts == "synthetic" and self.source != "synthetic":
+            raise ValueError(
+                "data.contacts is 'synthetic' (the generated shop's contact log) but data.source is not: "
+                "set data.contacts to null or to your contact log's path"
+            )
         return self
 
     @field_validator("event_types")
@@ -88,6 +112,20 @@ class DataParams(Strict):
         return self.columns.get(canonical, canonical)
 
 
+class CampaignParams(Strict):
+    """A simulated retention campaign on the synthetic shop (`winback simulate-campaign`)."""
+
+    # the win-back list (Parquet or CSV) whose `contact` rows (treatment rows when it has no such column)
+    # are contacted
+    list_path: str
+    # contacted users' churn hazard is multiplied by (1 - effect) from the contact on
+    effect: float = Field(0.5, ge=0, le=1)
+    # share of contacted users who had already left that come back (None: the same as effect)
+    return_share: float | None = Field(None, ge=0, le=1)
+    # contacts happen this many days after the list's as_of
+    contact_day_offset: int = Field(0, ge=0)
+
+
 class GenerateParams(Strict):
     """Synthetic shop size and time span."""
 
@@ -97,6 +135,8 @@ class GenerateParams(Strict):
     seed: int = 7
     # promotions run until this date; promotion-dependent users then lose interest
     promotions_end: dt.date | None = dt.date(2025, 12, 1)
+    # a simulated campaign from a win-back list (None: the plain shop)
+    campaign: CampaignParams | None = None
 
     @model_validator(mode="after")
     def _span(self) -> GenerateParams:
@@ -164,6 +204,12 @@ class TrainParams(Strict):
     calibration_span: Literal["cutoff", "gap"] = "cutoff"
     # most recent training cutoffs to use (None: all that are allowed)
     max_train_cutoffs: int | None = Field(None, ge=1)
+    # snapshot rows whose outcome a retention contact may have changed (`contacted`, see
+    # features/contacts.py): "exclude" them from training, early stopping and calibration (default:
+    # their labels are the campaign's outcome, not the untreated risk the model ranks by), "weight"
+    # them by contacted_weight, or "keep" them as they are
+    contacted: Literal["exclude", "weight", "keep"] = "exclude"
+    contacted_weight: float = Field(0.2, ge=0, le=1)
 
 
 class EvaluateParams(Strict):
@@ -187,6 +233,12 @@ class ScoreParams(Strict):
     holdout_seed: int = 20261123
     tier_thresholds: dict[str, float] = Field(default_factory=lambda: {"high": 0.5, "medium": 0.25})
     rank_by: Literal["churn_probability", "value_at_risk"] = "churn_probability"
+    # expected value over the horizon if retained behind value_at_risk (pipeline/value.py). bgnbd_gg (BG/NBD orders
+    # if alive x Gamma-Gamma spend) won the backtest against the realised horizon revenue of retained users
+    # (benchmarks/value.py, 6 cutoffs, ratios to history on synthetic / Online Retail / CDNOW): MAE 0.75 / 0.72 /
+    # 0.92, RMSE 0.49 / 0.95 / 0.95, Spearman 1.09 / 1.16 / 1.01; recent beats it on Online Retail's MAE (0.69)
+    # and RMSE (0.78) only. Where churn is "no purchase" every retained user bought, so all methods underestimate.
+    value_model: Literal["history", "recent", "bgnbd_gg"] = "bgnbd_gg"
     new_user_days: int = Field(30, ge=1)
     lapsing_days: int = Field(30, ge=1)
     dormant_days: int = Field(60, ge=1)
@@ -194,6 +246,31 @@ class ScoreParams(Strict):
     # driver family -> segment -> action; "*" matches any segment
     actions: dict[str, dict[str, str]] = Field(default_factory=dict)
     default_action: str = "personalised recommendations"
+    # cost of one action for one user, in the revenue's currency; every action above needs one
+    action_costs: dict[str, float] = Field(default_factory=lambda: {"personalised recommendations": 0.5})
+    # who is marked for contact: treatment users down the list until `contact_capacity` users or the
+    # `budget` (total action cost; None: no limit) is used, skipping users whose value at risk is
+    # below `min_value_to_cost` x their action's cost (0: contact regardless of value)
+    contact_capacity: int = Field(500, ge=0)
+    budget: float | None = Field(None, ge=0)
+    min_value_to_cost: float = Field(1.0, ge=0)
+    # membership tier names by level; the level is the data's membership tier, or, when
+    # `tier_spend_thresholds` is set, the number of thresholds the lifetime spend reaches
+    tier_names: list[str] = Field(default_factory=lambda: ["none", "silver", "gold", "platinum"], min_length=1)
+    tier_spend_thresholds: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _costs(self) -> ScoreParams:
+        named = {a for by_segment in self.actions.values() for a in by_segment.values()} | {self.default_action}
+        missing = sorted(named - set(self.action_costs))
+        if missing:
+            raise ValueError(f"score.action_costs has no cost for {missing}: add e.g. '{missing[0]}: 2.5'")
+        if any(c < 0 for c in self.action_costs.values()):
+            raise ValueError("score.action_costs must be >= 0")
+        thresholds = self.tier_spend_thresholds
+        if thresholds is not None and (thresholds != sorted(thresholds) or len(thresholds) >= len(self.tier_names)):
+            raise ValueError("score.tier_spend_thresholds must be increasing, one fewer than score.tier_names at most")
+        return self
 
     @field_validator("tier_thresholds")
     @classmethod

@@ -25,8 +25,24 @@ class Paths:
         return self._p("data", "raw", "truth.parquet")
 
     @property
+    def raw_contacts(self) -> Path:
+        return self._p("data", "raw", "contacts.parquet")
+
+    @property
+    def campaign_truth(self) -> Path:
+        return self._p("data", "raw", "campaign.json")
+
+    @property
     def events(self) -> Path:
         return self._p("data", "ingested", "events.parquet")
+
+    @property
+    def contacts(self) -> Path:
+        return self._p("data", "ingested", "contacts.parquet")
+
+    @property
+    def contact_rejects(self) -> Path:
+        return self._p("data", "ingested", "contact_rejects.parquet")
 
     @property
     def rejects(self) -> Path:

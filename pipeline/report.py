@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import jinja2
+import numpy as np
 import pandas as pd
 
 from pipeline.paths import Paths
@@ -45,7 +46,22 @@ def render_report(paths: Paths, list_dir: Path, top: int = 50) -> str:
         cohorts = cohorts[cohorts["cohort_month"].isin(keep)].pivot(
             index="cohort_month", columns="months_since", values="retention"
         )
+    probs = lst["churn_probability"].to_numpy(float)
+    counts = np.histogram(probs, bins=10, range=(0.0, 1.0))[0]
+    risk_bins = [
+        {"label": f"{i / 10:.1f}-{(i + 1) / 10:.1f}", "users": int(n), "width": int(300 * n / max(counts.max(), 1))}
+        for i, n in enumerate(counts)
+    ]
+    rates_path = paths.churn_rate_by_cutoff
+    churn_rates = pd.read_csv(rates_path).tail(12).to_dict("records") if rates_path.exists() else []
+    params = _json(list_dir / "summary.json").get("params", {})
     return _ENV.get_template("report.html.j2").render(
+        risk_bins=risk_bins,
+        churn_rates=churn_rates,
+        horizon=params.get("horizon_days"),
+        capacity=params.get("contact_capacity"),
+        budget=params.get("budget"),
+        calibration_png=_image(paths.plots / "calibration.png"),
         summary=summary,
         rows=lst.head(top).to_dict("records"),
         top=top,

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import ScoreParams
+from pipeline.value import expected_value
 
 LIST_COLUMNS: tuple[str, ...] = (
     "rank",
@@ -16,15 +17,34 @@ LIST_COLUMNS: tuple[str, ...] = (
     "churn_probability",
     "risk_tier",
     "value_at_risk",
+    "expected_value",
     "segment",
+    "membership_tier",
     "reason_1",
     "reason_2",
     "reason_3",
     "driver_family",
+    "reason_1_family",
+    "reason_2_family",
+    "reason_3_family",
     "recommended_action",
+    "action_cost",
     "group",
+    "selected",
+    "contact",
     "model_version",
     "as_of",
+)
+
+
+REASON_COLUMNS: tuple[str, ...] = (
+    "reason_1",
+    "reason_2",
+    "reason_3",
+    "driver_family",
+    "reason_1_family",
+    "reason_2_family",
+    "reason_3_family",
 )
 
 
@@ -58,12 +78,6 @@ def risk_tiers(p: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
     return np.select([p >= thresholds["high"], p >= thresholds["medium"]], ["high", "medium"], "low")
 
 
-def expected_value(rows: pd.DataFrame, horizon_days: int) -> np.ndarray:
-    """Value of the user over the horizon if retained: lifetime mean daily spend x horizon days."""
-    tenure = rows["tenure_days"].astype("float64").clip(lower=1.0)
-    return (rows["revenue_total"].astype("float64").clip(lower=0) / tenure * horizon_days).to_numpy()
-
-
 def segments(rows: pd.DataFrame, p: np.ndarray, sp: ScoreParams) -> np.ndarray:
     """Lifecycle segment by documented rules, first match wins.
 
@@ -81,6 +95,39 @@ def segments(rows: pd.DataFrame, p: np.ndarray, sp: ScoreParams) -> np.ndarray:
         p >= sp.tier_thresholds["high"],
     ]
     return np.select(conds, ["new", "high-value", "dormant", "lapsing", "at-risk"], "active")
+
+
+def membership_tiers(rows: pd.DataFrame, sp: ScoreParams) -> np.ndarray:
+    """Tier name per user: the data's membership level, or the lifetime-spend bars when configured."""
+    if sp.tier_spend_thresholds is not None:
+        spend = rows["revenue_total"].astype("float64").fillna(0).to_numpy()
+        level = np.searchsorted(np.asarray(sp.tier_spend_thresholds, dtype=float), spend, side="right")
+    elif "tier" in rows:
+        level = rows["tier"].astype("float64").fillna(0).clip(lower=0).round().astype(int).to_numpy()
+    else:
+        level = np.zeros(len(rows), dtype=int)
+    names = np.array(sp.tier_names + [f"tier {i}" for i in range(len(sp.tier_names), int(level.max(initial=0)) + 1)])
+    return names[level]
+
+
+def contact_selection(ranked: pd.DataFrame, sp: ScoreParams) -> tuple[np.ndarray, np.ndarray]:
+    """(selected, contact) for a list in rank order: the campaign's rank range and whom to contact.
+
+    A user is eligible when their value at risk covers min_value_to_cost x their action's cost.
+    Walking down the ranks, eligible treatment users are contacted until contact_capacity users or
+    the budget is used; `selected` marks every eligible user, treatment or holdout, down to the last
+    contacted rank, so the holdout users in it are the campaign's like-for-like control group.
+    """
+    cost = ranked["action_cost"].to_numpy(float)
+    eligible = ranked["value_at_risk"].to_numpy(float) >= sp.min_value_to_cost * cost
+    treated = eligible & (ranked["group"].to_numpy() == "treatment")
+    spend = np.cumsum(np.where(treated, cost, 0.0))
+    count = np.cumsum(treated)
+    within = (count <= sp.contact_capacity) & (spend <= (np.inf if sp.budget is None else sp.budget))
+    contact = treated & within
+    last = np.flatnonzero(contact).max(initial=-1)
+    selected = eligible & (np.arange(len(ranked)) <= last)
+    return selected, contact
 
 
 def recommended_actions(families: pd.Series, segs: np.ndarray, sp: ScoreParams) -> list[str]:
@@ -113,18 +160,20 @@ def winback_list(
     """
     p = np.asarray(proba, dtype=float)
     segs = segments(rows, p, sp)
+    value = expected_value(rows, horizon_days, sp.value_model)
+    actions = recommended_actions(reasons["driver_family"], segs, sp)
     out = pd.DataFrame(
         {
             "user_id": rows["user_id"].astype(str).to_numpy(),
             "churn_probability": p.round(6),
             "risk_tier": risk_tiers(p, sp.tier_thresholds),
-            "value_at_risk": (p * expected_value(rows, horizon_days)).round(2),
+            "value_at_risk": (p * value).round(2),
+            "expected_value": value.round(2),
             "segment": segs,
-            "reason_1": reasons["reason_1"].to_numpy(),
-            "reason_2": reasons["reason_2"].to_numpy(),
-            "reason_3": reasons["reason_3"].to_numpy(),
-            "driver_family": reasons["driver_family"].to_numpy(),
-            "recommended_action": recommended_actions(reasons["driver_family"], segs, sp),
+            "membership_tier": membership_tiers(rows, sp),
+            **{c: reasons[c].to_numpy() for c in REASON_COLUMNS},
+            "recommended_action": actions,
+            "action_cost": [sp.action_costs[a] for a in actions],
             "group": holdout_groups(rows["user_id"].astype(str), as_of, sp.holdout_fraction, sp.holdout_seed, segs),
             "model_version": str(model_version),
             "as_of": as_of.isoformat(),
@@ -136,11 +185,13 @@ def winback_list(
     out = out.sort_values([key, "_tiebreak", "user_id"], ascending=[False, False, True], kind="stable")
     out = out.drop(columns="_tiebreak").reset_index(drop=True)
     out.insert(0, "rank", np.arange(1, len(out) + 1))
+    out["selected"], out["contact"] = contact_selection(out, sp)
     return out[list(LIST_COLUMNS)]
 
 
 def list_summary(lst: pd.DataFrame) -> dict:
     """Counts and totals of a win-back list for summary.json and the report."""
+    contacts = lst["contact"].to_numpy(bool)
     return {
         "users": len(lst),
         "by_risk_tier": lst["risk_tier"].value_counts().sort_index().to_dict(),
@@ -148,8 +199,16 @@ def list_summary(lst: pd.DataFrame) -> dict:
         "by_segment": lst["segment"].value_counts().sort_index().to_dict(),
         "by_driver_family": lst["driver_family"].value_counts().sort_index().to_dict(),
         "by_action": lst["recommended_action"].value_counts().sort_index().to_dict(),
+        "by_membership_tier": lst["membership_tier"].value_counts().sort_index().to_dict(),
         "mean_churn_probability": float(lst["churn_probability"].mean()) if len(lst) else 0.0,
         "total_value_at_risk": float(lst["value_at_risk"].sum()),
+        "campaign": {
+            "contacts": int(contacts.sum()),
+            "holdout_controls": int((lst["selected"] & (lst["group"] == "holdout")).sum()),
+            "cost": float(lst.loc[contacts, "action_cost"].sum()),
+            "value_at_risk_contacted": float(lst.loc[contacts, "value_at_risk"].sum()),
+            "contacts_by_action": lst.loc[contacts, "recommended_action"].value_counts().sort_index().to_dict(),
+        },
     }
 
 

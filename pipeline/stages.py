@@ -11,11 +11,13 @@ import mlflow
 import pandas as pd
 
 from features.catalogue import catalogue, catalogue_table
-from features.kpis import cohort_retention, retention_kpis
-from features.windows import day_number
+from features.kpis import churn_rate_per_cutoff, cohort_retention, retention_kpis
+from features.labels import churn_labels
+from features.windows import cutoff_table, day_number
 from pipeline import io, tracking
 from pipeline.build import build_snapshots, data_span, labelable_cutoffs, rollup
 from pipeline.config import Params
+from pipeline.contacts import flag_contacted
 from pipeline.engine import connect, read_events
 from pipeline.errors import WinbackError
 from pipeline.explain import family_totals, global_importance, plot_bar, plot_beeswarm, shap_values
@@ -27,19 +29,27 @@ from pipeline.train import LABEL, fit_churn_model, inner_booster, matrix, model_
 
 
 def generate(params: Params, paths: Paths) -> dict:
-    """Write the synthetic shop's events and, apart from them, its ground truth."""
-    from pipeline.synthetic import write_shop
+    """Write the synthetic shop's events and, apart from them, its ground truth and its contact log."""
+    from pipeline.campaign import simulate_campaign, write_plain_shop
 
-    counts = write_shop(params.generate, paths.raw_events, paths.truth)
+    if params.generate.campaign is not None:
+        counts = simulate_campaign(params, paths)
+    else:
+        counts = write_plain_shop(params, paths)
     io.write_json(counts, paths.metrics("generate"))
     return counts
 
 
 def ingest(params: Params, paths: Paths) -> dict:
     """Validate, normalise and quarantine the configured source into canonical events."""
+    from pipeline.contacts import contact_files, ingest_contacts
     from pipeline.ingest import ingest as run_ingest
 
-    return run_ingest(params.data, paths.raw_events, paths.events, paths.rejects, paths.metrics("ingest"))
+    contact_log = contact_files(params.data, paths.raw_contacts)  # a missing log fails before anything is written
+    metrics = run_ingest(params.data, paths.raw_events, paths.events, paths.rejects, paths.metrics("ingest"))
+    metrics["contacts"] = ingest_contacts(params.data, contact_log, paths.events, paths.contacts, paths.contact_rejects)
+    io.write_json(metrics, paths.metrics("ingest"))
+    return metrics
 
 
 def features(params: Params, paths: Paths) -> dict:
@@ -50,8 +60,8 @@ def features(params: Params, paths: Paths) -> dict:
     first, end = data_span(con, rolled)
     cutoffs = labelable_cutoffs(first, end, params.features, params.labels)
     snap = build_snapshots(con, rolled, cutoffs, params, labelled=True)
+    snap = flag_contacted(con, snap, paths.contacts, params.labels.horizon_days)
     io.write_parquet(snap, paths.snapshots)
-    per_cutoff = snap.groupby("cutoff")[LABEL].agg(["size", "mean"])
     summary = {
         "data_first_day": first.isoformat(),
         "data_end": end.isoformat(),
@@ -59,10 +69,12 @@ def features(params: Params, paths: Paths) -> dict:
         "rows": len(snap),
         "users": int(snap["user_id"].nunique()),
         "base_rate": float(snap[LABEL].mean()),
+        "contacted_rows": int(snap["contacted"].sum()),
     }
     io.write_json(summary, paths.metrics("features"))
-    rates = per_cutoff.reset_index().rename(columns={"size": "users", "mean": "churn_rate"})
-    io.write_csv(rates, paths.churn_rate_by_cutoff)
+    lp = params.labels
+    labels = churn_labels(rolled, cutoff_table(cutoffs), lp.lookback_days, lp.horizon_days, lp.qualifying)
+    io.write_csv(con.to_pandas(churn_rate_per_cutoff(labels)), paths.churn_rate_by_cutoff)
     return summary
 
 
@@ -88,6 +100,7 @@ def train(params: Params, paths: Paths) -> dict:
         "features": len(tm.features),
         "train_rows": tm.train_rows,
         "best_iteration": tm.best_iteration,
+        "contacted_rows": tm.contacted_rows,
     }
     io.write_json(summary, paths.metrics("train"))
     return result
@@ -115,6 +128,9 @@ def evaluate(params: Params, paths: Paths) -> dict:
     for curve, df in results_curves.items():
         for model_name, part in df.groupby("model", sort=True):
             io.write_csv(part.drop(columns="model"), paths.plots / curve / f"{model_name}.csv")
+    figure = calibration_figure(results_curves["calibration"])
+    with io.atomic_path(paths.plots / "calibration.png") as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     tracking.setup(params.mlflow)
     decision = decide(params, info, rows_at(snap, test_cutoff), results)
     backtest = summarise(long)
@@ -125,7 +141,6 @@ def evaluate(params: Params, paths: Paths) -> dict:
             mlflow.log_metrics({f"backtest_{name}_{k}": v for k, v in metrics.items()})
         mlflow.set_tag("promotion", decision["decision"])
         mlflow.log_artifacts(str(paths.plots), artifact_path="plots")
-        mlflow.log_figure(calibration_figure(results_curves["calibration"]), "plots/calibration.png")
     out = {"test_cutoff": test_cutoff.isoformat(), **results, "backtest": backtest}
     io.write_json(out, paths.metrics("evaluate"))
     io.write_json(decision, paths.champion_info)
@@ -199,6 +214,8 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
         )
     lst = score_population(model, rows, params, as_of, version)
     out_dir = paths.winback_dir(as_of)
+    # the scored users' features, so every reason can be checked against the user's own numbers
+    io.write_parquet(rows.drop(columns=["churned", "future_revenue"], errors="ignore"), out_dir / "features.parquet")
     io.write_parquet(lst, out_dir / "winback.parquet")
     io.write_csv(lst, out_dir / "winback.csv")
     previous = paths.previous_list(as_of)
@@ -210,6 +227,14 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
         **list_summary(lst),
         "week_over_week": compare_lists(lst, pd.read_parquet(previous)) if previous else None,
         "kpis": {k: None if pd.isna(v) else float(v) for k, v in kpis.items()},
+        "params": {
+            "horizon_days": params.labels.horizon_days,
+            "rank_by": params.score.rank_by,
+            "holdout_fraction": params.score.holdout_fraction,
+            "contact_capacity": params.score.contact_capacity,
+            "budget": params.score.budget,
+            "min_value_to_cost": params.score.min_value_to_cost,
+        },
     }
     cohorts = con.to_pandas(cohort_retention(rolled, day_number(as_of)))
     io.write_csv(cohorts, out_dir / "cohort_retention.csv")

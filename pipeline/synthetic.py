@@ -8,10 +8,17 @@ user's own events already show (delivery delays, open tickets, bad ratings, coup
 promotions stop, a fading activity), so a model can recover them; the same grievances make users
 visit less before they leave. Ground truth (who churned, when, why) comes apart from the events and
 must never feed features.
+
+Randomness comes from three streams per chunk of users, so that a change from some day on (a simulated
+campaign, see `Campaign`) leaves everything before that day identical: the weekly simulation draws in time
+order; the churn, return and pause uniforms come from their own stream at a fixed number per user and week
+(so two runs that differ in hazards from some week on share every user's churn draws: common random
+numbers); and rendering draws each attribute from its own stream, in session (time) order or per user.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,7 +233,82 @@ def _geometric(uniform: np.ndarray, p: float | np.ndarray) -> np.ndarray:
     return np.maximum(np.ceil(np.log1p(-uniform) / np.log1p(-p)), 1.0)
 
 
-def _simulate(rng: np.random.Generator, u: _Users, cal: _Calendar) -> _Log:
+@dataclass(frozen=True)
+class Campaign:
+    """A retention campaign on the synthetic shop: contacted users churn less from the contact day on.
+
+    From the first simulated week that starts on or after `contact_day` (weeks start on generate.start's
+    weekday; hazards are read once per week), so that nothing before the contact day changes:
+
+    * contacted users still active: their churn hazard is multiplied by (1 - effect);
+    * contacted users who had already left (a third of a typical win-back list: the population counts
+      everyone active in the lookback) come back with probability `return_share` (None: `effect`),
+      on a day within two weeks, as churned users who come back on their own do.
+
+    Without the second part, a campaign on a win-back list barely moves the churn label: the 60-day
+    hazard of the users still active is a few percent.
+    """
+
+    contact_day: dt.date
+    effect: float
+    user_ids: frozenset[str]
+    return_share: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("effect", "return_share"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"campaign {name} must be in [0, 1] (got {value})")
+
+    @property
+    def comeback(self) -> float:
+        """Probability that a contacted user who had left comes back."""
+        return self.effect if self.return_share is None else self.return_share
+
+    def first_week(self, params: GenerateParams) -> int:
+        """Index of the first simulated week whose hazard the campaign lowers."""
+        offset = (self.contact_day - params.start).days
+        if offset < 0 or self.contact_day > params.end:
+            raise ValueError(f"campaign contact day {self.contact_day} is outside {params.start}..{params.end}")
+        return -(-offset // 7)
+
+    def effective_from(self, params: GenerateParams) -> dt.date:
+        """The day the lowered hazard starts."""
+        return params.start + dt.timedelta(days=7 * self.first_week(params))
+
+    def treated(self, users: int) -> np.ndarray:
+        """Boolean mask over the shop's users (index i is user u<i+1>)."""
+        mask = np.zeros(users, bool)
+        index = [_user_index(uid, users) for uid in self.user_ids]
+        mask[np.asarray(index, np.int64)] = True
+        return mask
+
+
+def _user_index(user_id: str, users: int) -> int:
+    digits = user_id[1:] if user_id.startswith("u") else ""
+    if not digits.isdigit() or not 1 <= int(digits) <= users:
+        raise ValueError(f"campaign user_id {user_id!r} is not a user of this synthetic shop (u1..u{users})")
+    return int(digits) - 1
+
+
+@dataclass(frozen=True)
+class _Treatment:
+    """A campaign as the weekly loop of one chunk sees it."""
+
+    first_week: int
+    contacted: np.ndarray  # per user of the chunk
+    factor: np.ndarray  # hazard factor per user: 1 - effect when contacted, else 1
+    comes_back: np.ndarray  # a contacted user who has left by then comes back ...
+    back_after: np.ndarray  # ... this many days into the first campaign week (0..13)
+
+
+def _simulate(
+    rng: np.random.Generator,
+    churn_rng: np.random.Generator,
+    u: _Users,
+    cal: _Calendar,
+    treatment: _Treatment | None = None,
+) -> _Log:
     n, n_days = u.n, cal.n_days
     fade_week = np.minimum(np.ceil(u.fade_start), n_days).astype(np.int64) // 7
     fade_step = np.exp(-1.0 / u.fade_days)
@@ -280,8 +362,12 @@ def _simulate(rng: np.random.Generator, u: _Users, cal: _Calendar) -> _Log:
         if cal.promo_over[d0] > 0:
             grievance += (_W_PROMOTION * cal.promo_over[d0]) * promo_risk
         hazard = base * (1.0 + newness + grievance + _W_ENGAGEMENT * (1.0 - fade))
+        if treatment is not None and week >= treatment.first_week:
+            hazard = hazard * treatment.factor
         p_churn = -np.expm1(-nd * hazard)
-        draw = rng.random(n)
+        # a fixed number of uniforms per user and week from a stream of their own: the churn, the return
+        # (delay, whether) and the pause length of a user do not depend on what other users drew
+        draw, u_back, u_return, u_pause = churn_rng.random((4, n))
         churned = np.flatnonzero(at_risk & (draw < p_churn))
         if churned.size:
             share = np.stack(
@@ -299,15 +385,22 @@ def _simulate(rng: np.random.Generator, u: _Users, cal: _Calendar) -> _Log:
             # the conditional draw is uniform on [0, 1): reuse it for the day within the week
             day = d0 + (draw[churned] / p_churn[churned] * nd).astype(np.int64)
             churn_day[churned] = active_until[churned] = day
-            back = day + rng.integers(30, 183, churned.size)
-            comes_back = (rng.random(churned.size) < _RETURN_P) & (back < n_days)
+            back = day + 30 + (u_back[churned] * 153).astype(np.int64)  # 30..182 days later
+            comes_back = (u_return[churned] < _RETURN_P) & (back < n_days)
             return_day[churned[comes_back]] = back[comes_back]
             last_return = max(last_return, int(back[comes_back].max(initial=-1)))
         p_pause = nd * _BREAK_P
         pausing = np.flatnonzero((draw >= p_churn) & (draw < p_churn + p_pause) & (break_until <= d0))
         break_from[pausing] = d0 + ((draw[pausing] - p_churn[pausing]) / p_pause * nd).astype(np.int64)
-        break_until[pausing] = break_from[pausing] + rng.integers(*_BREAK_DAYS, pausing.size)
+        pause_days = _BREAK_DAYS[0] + (u_pause[pausing] * (_BREAK_DAYS[1] - _BREAK_DAYS[0])).astype(np.int64)
+        break_until[pausing] = break_from[pausing] + pause_days
 
+        if treatment is not None and week == treatment.first_week:
+            gone = (churn_day >= 0) & (churn_day < d0) & ((return_day < 0) | (return_day >= d0))
+            won = np.flatnonzero(gone & treatment.comes_back)
+            day = np.minimum(d0 + treatment.back_after[won], n_days - 1)
+            return_day[won] = np.where((return_day[won] < 0) | (return_day[won] > day), day, return_day[won])
+            last_return = max(last_return, int(return_day[won].max(initial=-1)))
         returning = np.zeros(0, np.int64)
         if d0 <= last_return:
             returning = np.flatnonzero((return_day >= d0) & (return_day < d1))
@@ -464,11 +557,15 @@ def _simulate(rng: np.random.Generator, u: _Users, cal: _Calendar) -> _Log:
     return _Log(**logged, **per_user)
 
 
-def _session_times(rng: np.random.Generator, log: _Log) -> np.ndarray:
-    """Start of each session in microseconds since the span start, non-overlapping per user."""
+def _session_times(uniforms: np.ndarray, log: _Log) -> np.ndarray:
+    """Start of each session in microseconds since the span start, non-overlapping per user.
+
+    `uniforms` has two per session (hour, time within the hour).
+    """
     n = log.s_user.size
-    hours = rng.choice(_SESSION_HOURS.size, n, p=_SESSION_HOURS / _SESSION_HOURS.sum())
-    start = ((hours + rng.random(n)) * 3.6e9).astype(np.int64)
+    cdf = np.cumsum(_SESSION_HOURS) / _SESSION_HOURS.sum()
+    hours = np.minimum(np.searchsorted(cdf, uniforms[:, 0], side="right"), _SESSION_HOURS.size - 1)
+    start = ((hours + uniforms[:, 1]) * 3.6e9).astype(np.int64)
     # sessions of one user on one day are contiguous in the log
     new_group = np.r_[True, (log.s_user[1:] != log.s_user[:-1]) | (log.s_day[1:] != log.s_day[:-1])]
     gid = np.cumsum(new_group) - 1
@@ -508,11 +605,15 @@ def _build_tables(
     rng: np.random.Generator, u: _Users, log: _Log, cal: _Calendar, first_user: int, id_width: int
 ) -> tuple[pa.Table, pa.Table]:
     n_s = log.s_user.size
-    s_time = _session_times(rng, log)
+    # one stream per kind of draw, drawn in session (time) order or per user: what is rendered for the
+    # first sessions does not depend on how many sessions follow them
+    session_rng, step_rng, member_rng, churn_rng = rng.spawn(4)
+    per_session = session_rng.random((n_s, 5))
+    s_time = _session_times(per_session[:, :2], log)
 
     # --- funnel rows: session, searches, views, then cart and purchase when the session had them
-    n_search = (rng.random(n_s) < 0.35) * (1 + (rng.random(n_s) < 0.3))
-    n_view = rng.geometric(1.0 / u.views[log.s_user])
+    n_search = (per_session[:, 2] < 0.35) * (1 + (per_session[:, 3] < 0.3))
+    n_view = _geometric(per_session[:, 4], 1.0 / u.views[log.s_user]).astype(np.int64)
     per = 1 + n_search + n_view + log.s_cart + log.s_buy
     sid = np.repeat(np.arange(n_s), per)
     first = np.cumsum(per) - per
@@ -524,7 +625,7 @@ def _build_tables(
     code[pos == 0] = _SESSION
     code[pos == after_view] = _CART
     code[pos == after_view + 1] = _PURCHASE
-    step = 1.0 + rng.exponential(40.0, sid.size)
+    step = 1.0 + step_rng.exponential(40.0, sid.size)
     step[first] = 0.0
     elapsed = np.cumsum(step)
     elapsed -= elapsed[first][sid]
@@ -548,7 +649,7 @@ def _build_tables(
     resolved = ~np.isnan(log.t_resolved)
     t_user = log.s_user[log.k_session]
     t_origin = s_time[log.k_session]
-    m_time = p_time[log.m_purchase] + rng.integers(1_000_000, 30_000_000, log.m_purchase.size)
+    m_time = p_time[log.m_purchase] + member_rng.integers(1_000_000, 30_000_000, log.m_purchase.size)
     p_idx = np.arange(n_p)
     blocks = [
         # user, time, origin, code, order, amount, quantity, discount, rating, delay, tier
@@ -583,7 +684,7 @@ def _build_tables(
     inf = np.iinfo(np.int64).max
     churned = log.churn_day >= 0
     churn_us = np.full(u.n, inf)
-    churn_us[churned] = log.churn_day[churned] * _DAY_US + rng.integers(0, _DAY_US, churned.sum())
+    churn_us[churned] = log.churn_day[churned] * _DAY_US + churn_rng.integers(0, _DAY_US, u.n)[churned]
     signup_us = np.full(u.n, inf)
     np.minimum.at(signup_us, log.s_user, s_time)
     return_us = np.full(u.n, inf)
@@ -636,43 +737,66 @@ def _build_tables(
     return events, truth
 
 
-def _chunks(params: GenerateParams, chunk_users: int) -> Iterator[tuple[pa.Table, pa.Table]]:
+def _chunks(
+    params: GenerateParams, chunk_users: int, campaign: Campaign | None = None
+) -> Iterator[tuple[pa.Table, pa.Table]]:
     if chunk_users < 1:
         raise ValueError(f"chunk_users must be positive (got {chunk_users})")
     cal = _calendar(params)
     n_chunks = -(-params.users // chunk_users)
+    treated = campaign.treated(params.users) if campaign is not None else None
     # child i depends only on the seed and i, so chunks are reproducible one by one
     rngs = np.random.default_rng(params.seed).spawn(n_chunks)
     id_width = max(7, len(str(params.users)))
     for i, rng in enumerate(rngs):
         first = i * chunk_users
         n = min(chunk_users, params.users - first)
+        # children 0 and 1 are the same whatever is spawned after them
+        churn_rng, render_rng, campaign_rng = rng.spawn(3)
+        treatment = None
+        if campaign is not None and treated is not None:
+            mine = treated[first : first + n]
+            u = campaign_rng.random((2, n))
+            treatment = _Treatment(
+                first_week=campaign.first_week(params),
+                contacted=mine,
+                factor=np.where(mine, 1.0 - campaign.effect, 1.0),
+                comes_back=mine & (u[0] < campaign.comeback),
+                back_after=(u[1] * 14).astype(np.int64),
+            )
         users = _draw_users(rng, n, cal)
-        log = _simulate(rng, users, cal)
-        yield _build_tables(rng, users, log, cal, first, id_width)
+        log = _simulate(rng, churn_rng, users, cal, treatment)
+        events, truth = _build_tables(render_rng, users, log, cal, first, id_width)
+        if treatment is not None:
+            truth = truth.append_column("contacted", pa.array(treatment.contacted))
+        yield events, truth
 
 
-def iter_shop(params: GenerateParams, chunk_users: int = CHUNK_USERS) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+def iter_shop(
+    params: GenerateParams, chunk_users: int = CHUNK_USERS, campaign: Campaign | None = None
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     """Yield (events, truth) frames per chunk of users; the output depends on params and chunk_users only."""
-    for events, truth in _chunks(params, chunk_users):
+    for events, truth in _chunks(params, chunk_users, campaign):
         yield events.to_pandas(), truth.to_pandas()
 
 
-def generate_shop(params: GenerateParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+def generate_shop(params: GenerateParams, campaign: Campaign | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Generate the whole shop: (events sorted by user_id, event_time; ground truth per user)."""
-    parts = list(iter_shop(params))
+    parts = list(iter_shop(params, campaign=campaign))
     events = pd.concat([p[0] for p in parts], ignore_index=True)
     truth = pd.concat([p[1] for p in parts], ignore_index=True)
     return events, truth
 
 
-def write_shop(params: GenerateParams, events_path: str | Path, truth_path: str | Path) -> dict[str, int]:
+def write_shop(
+    params: GenerateParams, events_path: str | Path, truth_path: str | Path, campaign: Campaign | None = None
+) -> dict[str, int]:
     """Stream the shop into two Parquet files atomically and return row counts."""
     counts = {"users": 0, "events": 0, "churned": 0, "returned": 0, "purchases": 0}
     with atomic_path(events_path) as ev_tmp, atomic_path(truth_path) as tr_tmp:
         ev_writer = tr_writer = None
         try:
-            for events, truth in _chunks(params, CHUNK_USERS):
+            for events, truth in _chunks(params, CHUNK_USERS, campaign):
                 if ev_writer is None:
                     ev_writer = pq.ParquetWriter(ev_tmp, events.schema)
                     tr_writer = pq.ParquetWriter(tr_tmp, truth.schema)

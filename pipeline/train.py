@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from dataclasses import dataclass
 
 import lightgbm as lgb
@@ -17,6 +18,8 @@ from pipeline.metrics import classification_metrics
 
 LABEL = "churned"
 KEYS = ("user_id", "cutoff")
+# snapshot rows whose outcome a retention contact may have changed (pipeline/contacts.py); never a feature
+CONTACTED = "contacted"
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,22 @@ def matrix(rows: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     return rows[features].astype("float64")
 
 
+def contacted_policy(rows: pd.DataFrame, tp: TrainParams) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Rows to fit on and their sample weights (None: unweighted) under `train.contacted`.
+
+    exclude (default): drop rows a contact may have changed, since their label is the campaign's
+    outcome and not the untreated churn the list ranks by; contacts are a small slice at the top of
+    past lists, and their held-out twins (never contacted) stay in, so little is lost.
+    weight: keep them at `contacted_weight` (for when contacts are too many to drop). keep: as they are.
+    """
+    if CONTACTED not in rows or tp.contacted == "keep":
+        return rows, None
+    flag = rows[CONTACTED].fillna(False).to_numpy(bool)
+    if tp.contacted == "exclude":
+        return rows[~flag], None
+    return rows, np.where(flag, tp.contacted_weight, 1.0)
+
+
 def fit_booster(
     X_train: pd.DataFrame,
     y_train: np.ndarray,
@@ -92,6 +111,8 @@ def fit_booster(
     tp: TrainParams,
     seed: int,
     threads: int,
+    w_train: np.ndarray | None = None,
+    w_val: np.ndarray | None = None,
 ) -> lgb.LGBMClassifier:
     """LightGBM with early stopping on the validation slice; deterministic for a seed and thread count."""
     model = lgb.LGBMClassifier(
@@ -113,8 +134,10 @@ def fit_booster(
     model.fit(
         X_train,
         y_train,
+        sample_weight=w_train,
         eval_X=(X_val,),
         eval_y=(y_val,),
+        eval_sample_weight=None if w_val is None else [w_val],
         eval_metric="binary_logloss",
         callbacks=[lgb.early_stopping(tp.early_stopping_rounds, verbose=False)],
     )
@@ -128,10 +151,15 @@ def calibration_method(tp: TrainParams, n_rows: int) -> str:
     return "isotonic" if n_rows >= tp.isotonic_min_rows else "sigmoid"
 
 
-def calibrate(model: lgb.LGBMClassifier, X_cal: pd.DataFrame, y_cal: np.ndarray, method: str) -> CalibratedClassifierCV:
+def calibrate(
+    model: lgb.LGBMClassifier, X_cal: pd.DataFrame, y_cal: np.ndarray, method: str, weight: np.ndarray | None = None
+) -> CalibratedClassifierCV:
     """Calibrate the frozen booster on a later slice than it was trained and early-stopped on."""
     cal = CalibratedClassifierCV(FrozenEstimator(model), method=method)
-    return cal.fit(X_cal, y_cal)
+    with warnings.catch_warnings():
+        # weights are meant for the calibrator only: the frozen booster is not refitted
+        warnings.filterwarnings("ignore", message="Since FrozenEstimator does not appear to accept sample_weight")
+        return cal.fit(X_cal, y_cal, sample_weight=weight)
 
 
 def inner_booster(calibrated: CalibratedClassifierCV) -> lgb.LGBMClassifier:
@@ -163,6 +191,8 @@ class TrainedModel:
     calibration_method: str
     train_rows: int
     validation: dict
+    # training, validation and calibration rows a contact may have changed (excluded or weighted by policy)
+    contacted_rows: int = 0
 
     @property
     def best_iteration(self) -> int:
@@ -183,10 +213,12 @@ def fit_churn_model(
     split = time_split(sorted(snapshots["cutoff"].unique()), horizon_days, tp.max_train_cutoffs)
     tr, va = rows_at(snapshots, split.train), rows_at(snapshots, split.validation)
     ca = rows_at(snapshots, calibration_cutoffs(sorted(snapshots["cutoff"].unique()), split, tp))
+    contacted = sum(int(r[CONTACTED].fillna(False).sum()) for r in (tr, va, ca) if CONTACTED in r)
+    (tr, w_tr), (va, w_va), (ca, w_ca) = (contacted_policy(r, tp) for r in (tr, va, ca))
     names = usable_features(tr, candidates)
     y_tr, y_va, y_ca = (r[LABEL].to_numpy(int) for r in (tr, va, ca))
-    booster = fit_booster(matrix(tr, names), y_tr, matrix(va, names), y_va, tp, seed, threads)
+    booster = fit_booster(matrix(tr, names), y_tr, matrix(va, names), y_va, tp, seed, threads, w_tr, w_va)
     method = calibration_method(tp, len(ca))
-    model = calibrate(booster, matrix(ca, names), y_ca, method)
+    model = calibrate(booster, matrix(ca, names), y_ca, method, w_ca)
     validation = classification_metrics(y_va, booster.predict_proba(matrix(va, names))[:, 1])
-    return TrainedModel(model, booster, names, split, method, len(tr), validation)
+    return TrainedModel(model, booster, names, split, method, len(tr), validation, contacted)

@@ -12,7 +12,7 @@ import pandas as pd
 from features.catalogue import catalogue
 from pipeline.config import Params, TrainParams
 from pipeline.metrics import classification_metrics
-from pipeline.train import LABEL, fit_booster, matrix, rows_at, time_split, usable_features
+from pipeline.train import LABEL, contacted_policy, fit_booster, matrix, rows_at, time_split, usable_features
 
 TUNED = ("num_leaves", "learning_rate", "min_child_samples", "subsample", "colsample_bytree", "reg_lambda")
 
@@ -37,7 +37,9 @@ def tune(snapshots: pd.DataFrame, params: Params, trials: int) -> tuple[dict[str
     The test and calibration cutoffs are never looked at, so tuning cannot leak into the evaluation.
     """
     split = time_split(sorted(snapshots["cutoff"].unique()), params.labels.horizon_days, params.train.max_train_cutoffs)
-    train, val = rows_at(snapshots, split.train), rows_at(snapshots, split.validation)
+    (train, w_tr), (val, w_va) = (
+        contacted_policy(rows_at(snapshots, c), params.train) for c in (split.train, split.validation)
+    )
     names = usable_features(train, [f.name for f in catalogue(params.features.windows)])
     X_tr, y_tr = matrix(train, names), train[LABEL].to_numpy(int)
     X_va, y_va = matrix(val, names), val[LABEL].to_numpy(int)
@@ -45,7 +47,7 @@ def tune(snapshots: pd.DataFrame, params: Params, trials: int) -> tuple[dict[str
     def objective(trial: optuna.Trial) -> float:
         tp = suggest(trial, params.train)
         with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
-            booster = fit_booster(X_tr, y_tr, X_va, y_va, tp, params.seed, params.threads)
+            booster = fit_booster(X_tr, y_tr, X_va, y_va, tp, params.seed, params.threads, w_tr, w_va)
             m = classification_metrics(y_va, booster.predict_proba(X_va)[:, 1])
             mlflow.log_params({k: getattr(tp, k) for k in TUNED})
             mlflow.log_metrics({"validation_log_loss": m["log_loss"], "validation_roc_auc": m["roc_auc"]})

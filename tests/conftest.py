@@ -39,7 +39,13 @@ def random_events(n_users: int = 40, days: int = 240, seed: int = 0) -> pd.DataF
             "event_time": start + pd.to_timedelta(secs, unit="s"),
             "event_type": roles,
             "amount": np.where(roles == "purchase", rng.gamma(2, 20, n), np.where(roles == "refund", -10.0, np.nan)),
-            "order_id": np.where(roles == "purchase", [f"o{i}" for i in range(n)], None),
+            # purchases have their own ids; deliveries, reviews and refunds share a few ids per user so
+            # reviews link to (sometimes late, sometimes later) deliveries of the same order
+            "order_id": np.where(
+                roles == "purchase",
+                [f"o{i}" for i in range(n)],
+                np.where(np.isin(roles, ["delivery", "review", "refund"]), [f"x{i % 3}" for i in range(n)], None),
+            ),
             "discount": np.where(roles == "purchase", rng.choice([0.0, 5.0], n), np.nan),
             "rating": np.where(roles == "review", rng.integers(1, 6, n), np.nan),
             "delivery_delay_days": np.where(roles == "delivery", rng.integers(0, 8, n), np.nan),

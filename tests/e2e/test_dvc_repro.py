@@ -84,3 +84,29 @@ def test_scoring_without_a_champion_fails_with_a_clear_message(project: Path, tm
     res = subprocess.run(["bin/winback", "score"], cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 2
     assert "winback-churn@champion" in " ".join((res.stdout + res.stderr).split())
+
+
+def test_reasons_quote_each_users_own_features(project: Path) -> None:
+    from features.catalogue import catalogue
+    from pipeline.config import load_params
+    from pipeline.reasons import reason_text
+
+    latest = json.loads((project / "outputs" / "latest.json").read_text())
+    out_dir = project / "outputs" / "winback" / latest["as_of"]
+    lst = pd.read_parquet(out_dir / "winback.parquet").head(200)
+    feats = pd.read_parquet(out_dir / "features.parquet").set_index("user_id")
+    cat = catalogue(load_params(project / "params.yaml").features.windows)
+    checked = 0
+    for _, r in lst.iterrows():
+        row = feats.loc[r["user_id"]].to_dict()
+        # every reason is the sentence one catalogue feature writes from this user's own values
+        for k in (1, 2, 3):
+            text, family = r[f"reason_{k}"], r[f"reason_{k}_family"]
+            if not text:
+                continue
+            sources = [f for f in cat if f.explainable and reason_text(f, row) == text]
+            assert sources, f"{r['user_id']}: {text!r} matches none of their features"
+            assert family in {f.family for f in sources}
+            checked += 1
+        assert r["driver_family"] == r["reason_1_family"]
+    assert checked >= 300

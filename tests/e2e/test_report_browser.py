@@ -138,10 +138,13 @@ def test_report_dom_has_cards_and_the_list(rendered: tuple[subprocess.CompletedP
     dom = _Dom()
     dom.feed(res.stdout)
     labels = " | ".join(dom.cards)
-    for label in ("Users scored", "High risk", "Medium risk", "Low risk", "Value at risk", "Holdout"):
+    cards = ("Users scored", "High risk", "Medium risk", "Low risk", "Value at risk", "Holdout", "Marked for contact")
+    for label in cards:
         assert label in labels, f"summary card {label!r} missing; cards: {labels}"
-    top = [name for name in dom.tables if name.startswith("Top ") and name.endswith(" to contact")]
-    assert top, f"no 'Top N to contact' table; sections with tables: {list(dom.tables)}"
+    for section in ("Risk distribution", "Campaign", "What drives churn", "Retention KPIs", "Model card"):
+        assert section in dom.tables, f"no {section!r} table; sections with tables: {list(dom.tables)}"
+    top = [name for name in dom.tables if name.startswith("Top ") and name.endswith(" of the list")]
+    assert top, f"no 'Top N of the list' table; sections with tables: {list(dom.tables)}"
     rows = [r for r in dom.tables[top[0]] if r and all(c.startswith("td:") for c in r)]
     assert len(rows) >= 10, f"{len(rows)} list rows in the report"
     assert [r[0] for r in rows[:3]] == ["td:1", "td:2", "td:3"], rows[:3]

@@ -177,3 +177,23 @@ def test_retention_kpis_and_cohorts_on_a_hand_built_rollup() -> None:
     assert c["cohort_month"].astype(str).tolist() == ["2024-01-01", "2024-01-01"]
     assert c["months_since"].tolist() == [0, 1]
     assert c["retention"].tolist() == pytest.approx([1.0, 1 / 3])
+
+
+def test_churn_rate_per_cutoff_counts_the_population_and_its_churners() -> None:
+    from features.kpis import churn_rate_per_cutoff
+
+    con = ibis.duckdb.connect()
+    labels = ibis.memtable(
+        pd.DataFrame(
+            {
+                "user_id": ["a", "b", "c", "a", "b"],
+                "cutoff_day": [19723, 19723, 19723, 19730, 19730],  # 2024-01-01 and 2024-01-08
+                "churned": pd.Series([1, 0, 0, 1, 1], dtype="int8"),
+            }
+        )
+    )
+    got = con.to_pandas(churn_rate_per_cutoff(labels))
+    assert got["cutoff"].astype(str).tolist() == ["2024-01-01", "2024-01-08"]
+    assert got["users"].tolist() == [3, 2]
+    assert got["churned"].tolist() == [1, 2]
+    assert got["churn_rate"].tolist() == pytest.approx([1 / 3, 1.0])

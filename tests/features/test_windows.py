@@ -128,7 +128,46 @@ def test_service_logistics_satisfaction_loyalty(con) -> None:
     assert f["max_delivery_delay_60d"] == 5
     assert f["mean_rating_60d"] == pytest.approx(2.5)
     assert f["low_ratings_60d"] == 1
+    assert f["late_order_low_ratings_60d"] == 0  # the bad review has no order id: not linked to a delivery
     assert f["tier"] == 2  # the tier-3 change happens after the cutoff
+
+
+def test_bad_reviews_of_late_orders_count_as_logistics_only_after_the_late_delivery(con) -> None:
+    ev = make_events(
+        [
+            # o1: delivered 5 days late, then rated 1: a delivery complaint
+            {
+                "user_id": "a",
+                "event_time": "2024-02-04",
+                "event_type": "delivery",
+                "delivery_delay_days": 5.0,
+                "order_id": "o1",
+            },
+            {"user_id": "a", "event_time": "2024-02-06", "event_type": "review", "rating": 1.0, "order_id": "o1"},
+            # o2: on time, rated 2: a product complaint
+            {
+                "user_id": "a",
+                "event_time": "2024-02-05",
+                "event_type": "delivery",
+                "delivery_delay_days": 0.0,
+                "order_id": "o2",
+            },
+            {"user_id": "a", "event_time": "2024-02-07", "event_type": "review", "rating": 2.0, "order_id": "o2"},
+            # o3: rated 1 before the cutoff, its late delivery only after it: not visible at the cutoff
+            {"user_id": "a", "event_time": "2024-02-20", "event_type": "review", "rating": 1.0, "order_id": "o3"},
+            {
+                "user_id": "a",
+                "event_time": "2024-03-03",
+                "event_type": "delivery",
+                "delivery_delay_days": 9.0,
+                "order_id": "o3",
+            },
+        ]
+    )
+    f = features_at(con, ev, [CUTOFF]).iloc[0]
+    assert f["late_order_low_ratings_60d"] == 1
+    assert f["low_ratings_60d"] == 2  # o2 and o3
+    assert f["reviews_60d"] == 3
 
 
 def test_every_catalogue_feature_is_computed(con) -> None:

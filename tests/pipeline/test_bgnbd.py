@@ -14,7 +14,15 @@ from scipy.integrate import IntegrationWarning, quad
 from scipy.optimize import OptimizeResult
 from scipy.special import betaln
 
-from pipeline.bgnbd import BGNBD, expected_purchases, fit_bgnbd, log_likelihood, p_alive, p_no_purchase
+from pipeline.bgnbd import (
+    BGNBD,
+    expected_purchases,
+    expected_purchases_if_alive,
+    fit_bgnbd,
+    log_likelihood,
+    p_alive,
+    p_no_purchase,
+)
 from pipeline.rfm import RFM_FEATURES, churn_score_from_rfm, rfm_scores
 
 # Fader, Hardie & Lee (2005), CDNOW 2,357-customer sample, 39-week calibration period.
@@ -269,6 +277,37 @@ def test_expected_purchases_is_zero_at_zero_and_increasing() -> None:
     # a recent, frequent buyer is expected to buy more than a lapsed one with the same count
     lapsed, recent = expected_purchases(CDNOW_LIKE, 39.0, [10, 10], [5.0, 38.0], [39.0, 39.0])
     assert recent > 3 * lapsed
+
+
+@pytest.mark.parametrize(
+    "params",
+    [CDNOW_LIKE, BGNBD(r=0.5, alpha=6.0, a=3.5, b=4.0), BGNBD(r=2.0, alpha=10.0, a=1.0, b=3.0)],
+)
+def test_expected_purchases_is_p_alive_times_the_if_alive_expectation(params: BGNBD) -> None:
+    rng = np.random.default_rng(31)
+    n = 2000
+    T = rng.uniform(0.5, 104.0, n)
+    x = np.where(rng.random(n) < 0.3, 0, rng.integers(1, 60, n)).astype(float)
+    t_x = np.where(x > 0, rng.uniform(0, 1, n) * T, 0.0)
+    t = rng.choice([0.0, 1.0, 13.0, 52.0, 520.0], n)
+    unconditional = expected_purchases(params, t, x, t_x, T)
+    if_alive = expected_purchases_if_alive(params, t, x, t_x, T)
+    assert if_alive.shape == (n,) and np.isfinite(if_alive).all()
+    np.testing.assert_allclose(unconditional, p_alive(params, x, t_x, T) * if_alive, rtol=1e-12, atol=0)
+    assert (if_alive >= unconditional).all()
+    assert (if_alive[t == 0] == 0).all() and (if_alive[t > 0] > 0).all()
+    # without a repeat purchase nobody has dropped out yet: both are the same
+    np.testing.assert_array_equal(if_alive[x == 0], unconditional[x == 0])
+    # the if-alive value ignores the silence; the unconditional one decays with it
+    lapsed, recent = (expected_purchases_if_alive(params, 39.0, 10, t_x, 39.0) for t_x in (5.0, 38.0))
+    assert lapsed == recent
+    assert expected_purchases(params, 39.0, 10, 5.0, 39.0) < lapsed
+    # scalars in, 0-d out, and the same validation as expected_purchases
+    assert np.shape(expected_purchases_if_alive(params, 10.0, 2, 5.0, 39.0)) == ()
+    with pytest.raises(ValueError, match="t must be"):
+        expected_purchases_if_alive(params, -1.0, 2, 5.0, 39.0)
+    with pytest.raises(ValueError, match="must not exceed"):
+        expected_purchases_if_alive(params, 1.0, 2, 50.0, 39.0)
 
 
 def test_predictions_agree_with_the_simulated_holdout() -> None:

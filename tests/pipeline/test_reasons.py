@@ -53,10 +53,10 @@ def test_top_reasons_order_by_contribution_and_skip_unexplainable() -> None:
     assert list(out.iloc[0][["reason_1", "reason_2", "reason_3"]]) == [
         "2 support tickets still open",
         "Last seen 40 days ago",
-        "Membership tier 1",
+        "Membership level 1 (0 = not a member)",
     ]
     assert out.iloc[0]["driver_family"] == "service"
-    assert out.iloc[1]["reason_1"] == "Membership tier 0"
+    assert out.iloc[1]["reason_1"] == "Membership level 0 (0 = not a member)"
     assert out.iloc[1]["driver_family"] == "loyalty"
     # active_days_prev_30d is not explainable on its own: never cited despite the largest contribution
     assert not out.apply(lambda r: r.str.contains("before the last").any(), axis=1).any()
@@ -80,8 +80,9 @@ def test_unknown_values_are_never_cited_and_risk_raising_reasons_come_first() ->
         {"mean_gap_days_90d": [np.nan], "refunds_90d": [0.0], "open_tickets": [2.0], "days_since_last_activity": [9.0]}
     )
     out = top_reasons(np.array([[0.9, -0.2, 0.5, 0.1]]), rows, features, CAT).iloc[0]
+    # a driver is cited only when the user's value shows it: "0 refunds" explains nothing
     assert [out["reason_1"], out["reason_2"], out["reason_3"]] == [
         "2 support tickets still open",
         "Last seen 9 days ago",
-        "0 refunds in the last 90 days",
+        "",
     ]

@@ -6,9 +6,17 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipeline.config import ScoreParams
-from pipeline.score import LIST_COLUMNS, compare_lists, holdout_groups, recommended_actions, winback_list
+from pipeline.score import (
+    LIST_COLUMNS,
+    compare_lists,
+    holdout_groups,
+    membership_tiers,
+    recommended_actions,
+    winback_list,
+)
 
 AS_OF = dt.date(2026, 7, 1)
 
@@ -23,20 +31,32 @@ def _inputs(n: int = 400, seed: int = 0):
             "days_since_last_activity": rng.integers(0, 90, n).astype(float),
         }
     )
+    family = rng.choice(["service", "logistics", "engagement"], n)
     reasons = pd.DataFrame(
         {
             "reason_1": "r1",
             "reason_2": "r2",
             "reason_3": "r3",
-            "driver_family": rng.choice(["service", "logistics", "engagement"], n),
+            "driver_family": family,
+            "reason_1_family": family,
+            "reason_2_family": "purchase",
+            "reason_3_family": "engagement",
         }
     )
     return rows, rng.random(n), reasons
 
 
+def sp_history(**kw) -> ScoreParams:
+    """Score params with the lifetime-spend value rule: these tiny frames lack the BG/NBD inputs."""
+    return ScoreParams(value_model="history", **kw)
+
+
+COSTS = {"call": 8.0, "second-order offer": 5.0, "personalised recommendations": 0.5}
+
+
 def test_list_contract() -> None:
     rows, p, reasons = _inputs()
-    sp = ScoreParams(actions={"service": {"*": "call"}, "*": {"new": "second-order offer"}})
+    sp = sp_history(actions={"service": {"*": "call"}, "*": {"new": "second-order offer"}}, action_costs=COSTS)
     lst = winback_list(rows, p, reasons, sp, 60, AS_OF, "3")
     assert tuple(lst.columns) == LIST_COLUMNS
     assert lst["rank"].tolist() == list(range(1, len(rows) + 1))
@@ -56,13 +76,13 @@ def test_probability_ties_are_ranked_by_the_raw_score() -> None:
     rows, p, reasons = _inputs(n=4)
     p = np.array([0.9, 0.9, 0.9, 0.2])
     raw = np.array([1.0, 3.0, 2.0, 5.0])
-    lst = winback_list(rows, p, reasons, ScoreParams(), 60, AS_OF, "1", raw_score=raw)
+    lst = winback_list(rows, p, reasons, sp_history(), 60, AS_OF, "1", raw_score=raw)
     assert lst["user_id"].tolist() == ["u0001", "u0002", "u0000", "u0003"]
 
 
 def test_rank_by_value_at_risk() -> None:
     rows, p, reasons = _inputs()
-    lst = winback_list(rows, p, reasons, ScoreParams(rank_by="value_at_risk"), 60, AS_OF, "1")
+    lst = winback_list(rows, p, reasons, sp_history(rank_by="value_at_risk"), 60, AS_OF, "1")
     assert lst["value_at_risk"].is_monotonic_decreasing
 
 
@@ -79,6 +99,7 @@ def test_action_lookup_precedence() -> None:
     sp = ScoreParams(
         actions={"service": {"*": "care", "high-value": "vip care"}, "*": {"high-value": "perks"}},
         default_action="recs",
+        action_costs={"care": 1, "vip care": 2, "perks": 3, "recs": 0},
     )
     fam = pd.Series(["service", "service", "logistics", "logistics"])
     seg = np.array(["high-value", "active", "high-value", "active"])
@@ -102,3 +123,43 @@ def test_compare_lists_reports_entries_exits_and_moves() -> None:
     assert out["top_new_entries"] == ["e"]
     assert out["previous_as_of"] == "2026-06-24"
     assert out["largest_rank_moves"][0] == {"user_id": "d", "previous_rank": 4, "rank": 1, "change": 3}
+
+
+def test_every_action_needs_a_cost() -> None:
+    with pytest.raises(ValueError, match="no cost for \\['call'\\]"):
+        ScoreParams(actions={"service": {"*": "call"}})
+
+
+def test_capacity_and_budget_bound_the_contacts_and_holdout_controls_share_the_rank_range() -> None:
+    rows, p, reasons = _inputs(n=2000)
+    sp = sp_history(holdout_fraction=0.2, contact_capacity=100, min_value_to_cost=0.0)
+    lst = winback_list(rows, p, reasons, sp, 60, AS_OF, "1")
+    contact, selected = lst["contact"], lst["selected"]
+    assert contact.sum() == 100
+    assert (lst.loc[contact, "group"] == "treatment").all()
+    last = lst.loc[contact, "rank"].max()
+    # every user down to the last contacted rank is selected; holdout users there are the controls
+    assert selected.tolist() == (lst["rank"] <= last).tolist()
+    assert (lst.loc[selected & (lst["group"] == "treatment"), "contact"]).all()
+    assert 10 <= (selected & (lst["group"] == "holdout")).sum() <= 40
+    # a budget of 20 buys 40 recommendations at 0.5
+    by_budget = winback_list(rows, p, reasons, sp.model_copy(update={"budget": 20.0}), 60, AS_OF, "1")
+    assert by_budget["contact"].sum() == 40
+    assert by_budget.loc[by_budget["contact"], "action_cost"].sum() <= 20.0
+
+
+def test_users_whose_value_at_risk_does_not_cover_the_cost_are_not_contacted() -> None:
+    rows, p, reasons = _inputs(n=500)
+    sp = sp_history(contact_capacity=10_000, min_value_to_cost=1.0, action_costs={"personalised recommendations": 30.0})
+    lst = winback_list(rows, p, reasons, sp, 60, AS_OF, "1")
+    assert lst["contact"].any() and not lst["contact"].all()
+    assert (lst.loc[lst["contact"], "value_at_risk"] >= 30.0).all()
+    assert not lst.loc[lst["value_at_risk"] < 30.0, "selected"].any()
+
+
+def test_membership_tier_from_data_or_spend_bars() -> None:
+    rows = pd.DataFrame({"revenue_total": [0.0, 350.0, 5000.0, 950.0], "tier": [0.0, 1.0, 3.0, 5.0]})
+    assert membership_tiers(rows, ScoreParams()).tolist() == ["none", "silver", "platinum", "tier 5"]
+    by_spend = ScoreParams(tier_names=["basic", "plus", "premium"], tier_spend_thresholds=[300.0, 900.0])
+    assert membership_tiers(rows, by_spend).tolist() == ["basic", "plus", "premium", "premium"]
+    assert membership_tiers(rows.drop(columns="tier"), ScoreParams()).tolist() == ["none"] * 4

@@ -312,8 +312,8 @@ def test_write_shop_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     ev_path.write_bytes(b"previous")
     real = synthetic._chunks
 
-    def failing(params: GenerateParams, chunk_users: int) -> Iterator[tuple[pa.Table, pa.Table]]:
-        yield from real(params, 20)  # two chunks written, then the run dies
+    def failing(params: GenerateParams, chunk_users: int, campaign=None) -> Iterator[tuple[pa.Table, pa.Table]]:
+        yield from real(params, 20, campaign)  # two chunks written, then the run dies
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(synthetic, "_chunks", failing)
@@ -330,3 +330,51 @@ def test_span_and_size_follow_params() -> None:
     start, stop = _span(params)
     assert events["event_time"].between(start, stop, inclusive="left").all()
     assert len(truth) == 100 and events["user_id"].nunique() == 100
+
+
+CONTACT_DAY = dt.date(2026, 3, 4)  # a Wednesday: the lowered hazard starts the next Monday
+CONTACTED = frozenset(f"u{i:07d}" for i in range(1, SMALL.users + 1, 2))
+
+
+def test_a_campaign_changes_nothing_before_the_contact_day(small: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    events, truth = small
+    campaign = synthetic.Campaign(CONTACT_DAY, 0.8, CONTACTED)
+    assert campaign.effective_from(SMALL) == dt.date(2026, 3, 9)
+    treated, treated_truth = generate_shop(SMALL, campaign)
+    cut = pd.Timestamp(CONTACT_DAY, tz="UTC")
+    before = events[events["event_time"] < cut].reset_index(drop=True)
+    pd.testing.assert_frame_equal(treated[treated["event_time"] < cut].reset_index(drop=True), before)
+    assert not treated.equals(events)
+    assert treated_truth["contacted"].tolist() == treated_truth["user_id"].isin(CONTACTED).tolist()
+    # a campaign with no effect is the plain shop (common random numbers), with the contacted flag
+    none, none_truth = generate_shop(SMALL, synthetic.Campaign(CONTACT_DAY, 0.0, CONTACTED))
+    pd.testing.assert_frame_equal(none, events)
+    pd.testing.assert_frame_equal(none_truth.drop(columns="contacted"), truth)
+
+
+def test_contacted_users_churn_less_after_the_contact(medium: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    _, plain = medium
+    contacted = frozenset(f"u{i:07d}" for i in range(1, MEDIUM.users + 1, 2))
+    _, treated = generate_shop(MEDIUM, synthetic.Campaign(CONTACT_DAY, 0.8, contacted))
+    start = pd.Timestamp("2026-03-09", tz="UTC")
+
+    def gone(truth: pd.DataFrame) -> pd.Series:
+        # left after the campaign started and not back by the end
+        return (truth["churn_time"] >= start) & ~truth["returned"]
+
+    mine = treated["contacted"].to_numpy()
+    assert gone(treated)[mine].sum() < 0.5 * gone(plain)[mine].sum()
+    # the others are simulated with the same churn draws: their churn hardly moves
+    assert abs(gone(treated)[~mine].sum() - gone(plain)[~mine].sum()) <= 0.1 * gone(plain)[~mine].sum() + 3
+    # contacted users who had left come back (win-back), the others only on their own
+    left = (plain["churn_time"] < start) & ~plain["returned"]
+    back = treated["returned"] & (treated["return_time"] >= start)
+    assert back[mine & left].mean() > 0.6
+    assert back[~mine & left].mean() < 0.1
+
+
+def test_campaign_rejects_users_outside_the_shop() -> None:
+    with pytest.raises(ValueError, match="not a user of this synthetic shop"):
+        generate_shop(SMALL, synthetic.Campaign(CONTACT_DAY, 0.5, frozenset({"u9999999"})))
+    with pytest.raises(ValueError, match="outside"):
+        generate_shop(SMALL, synthetic.Campaign(dt.date(2027, 1, 1), 0.5, CONTACTED))
