@@ -16,6 +16,7 @@ from pipeline import stages
 from pipeline.config import Params, load_params
 from pipeline.errors import WinbackError
 from pipeline.paths import Paths
+from pipeline.run import params_for_output
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Churn prediction and win-back lists.")
 console = Console(stderr=True)
@@ -30,7 +31,8 @@ EXIT_BAD_INPUT = 2
 def _run(stage: Callable[..., Any], params_path: Path, root: Path, **kwargs: Any) -> Any:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        params = load_params(params_path)
+        # a relative sqlite store lives under --root, as with `winback run --out`
+        params = params_for_output(load_params(params_path), root)
         return stage(params, Paths(root), **kwargs)
     except WinbackError as exc:
         console.print(f"[bold red]winback {stage.__name__} failed:[/] {exc}")
