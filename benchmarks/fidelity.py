@@ -15,13 +15,12 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from record import provenance, write_section
 
 from features.catalogue import catalogue
 from pipeline import tracking
@@ -35,8 +34,6 @@ from pipeline.run import params_for_output, run_all
 from pipeline.train import inner_booster, matrix, model_feature_names
 
 REPO = Path(__file__).resolve().parents[1]
-DOC = REPO / "docs" / "benchmarks.md"
-START, END = "<!-- fidelity:start -->", "<!-- fidelity:end -->"
 CAUSES = ["engagement", "logistics", "promotion", "satisfaction", "service"]
 
 
@@ -92,24 +89,15 @@ def main() -> None:
                 f"{ours['fidelity'] / ref['fidelity']:.2f} | {per_cause} |"
             )
             print(lines[-1])
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    machine = f"{platform.machine()} {os.cpu_count()} cores"
     block = (
-        f"### Explanation fidelity (`python benchmarks/fidelity.py`): {dt.date.today().isoformat()} · "
-        f"commit {commit} · {machine} · Python {platform.python_version()} · "
+        f"### Explanation fidelity (`python benchmarks/fidelity.py`): {provenance()} · "
         f"{params.generate.users} synthetic users\n\n"
         "High-risk users (P >= the high tier) who churned from a planted cause; fidelity = share whose "
         "`reason_1` family is that cause. Reference: the family of the largest SHAP contribution.\n\n"
         "| as_of | users judged | fidelity | reference (top SHAP) | ratio | matches per cause |\n"
         "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
     )
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if START in text:
-        text = text[: text.index(START)] + f"{START}\n{block}{END}" + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + f"\n\n{START}\n{block}{END}\n"
-    DOC.write_text(text)
-    print(f"written: {DOC}")
+    write_section("fidelity", block)
 
 
 if __name__ == "__main__":

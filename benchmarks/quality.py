@@ -8,22 +8,19 @@ docs/benchmarks.md (between the quality markers), with the date, commit and mach
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib.util
 import json
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from record import provenance, write_section
 
 from pipeline.config import load_params
 from pipeline.run import run_all
 
 REPO = Path(__file__).resolve().parents[1]
-DOC = REPO / "docs" / "benchmarks.md"
-START, END = "<!-- quality:start -->", "<!-- quality:end -->"
 DATASETS = {
     "synthetic": ("params.yaml", None),
     "online_retail": ("configs/online_retail.yaml", REPO.parent / "shared" / "data" / "online_retail.parquet"),
@@ -72,11 +69,8 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="keep every run's outputs under this directory")
     args = ap.parse_args()
     os.chdir(REPO)  # configs resolve data paths relative to the repository root
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    machine = f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores"
     header = (
-        f"### Quality (`python benchmarks/quality.py`): {dt.date.today().isoformat()} · commit {commit} · "
-        f"{machine} · Python {platform.python_version()}\n\n"
+        f"### Quality (`python benchmarks/quality.py`): {provenance()}\n\n"
         "Mean ± standard deviation over the rolling-origin backtest; `_at_k` metrics use "
         "`evaluate.contact_capacity` of each config.\n"
     )
@@ -93,14 +87,7 @@ def main() -> None:
             ev = json.loads((root / name / "metrics" / "evaluate.json").read_text())
             sections.append(_table(name, ev, time.perf_counter() - t0))
             print(sections[-1])
-    block = "\n".join(sections)
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if START in text:
-        text = text[: text.index(START)] + f"{START}\n{block}{END}" + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + f"\n\n{START}\n{block}{END}\n"
-    DOC.write_text(text)
-    print(f"written: {DOC}")
+    write_section("quality", "\n".join(sections))
 
 
 if __name__ == "__main__":

@@ -15,11 +15,8 @@ are printed and written into docs/benchmarks.md between the value markers, with 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from quality import DATASETS, _available  # benchmarks/ is on sys.path when this file is run as a script
+from record import provenance, write_section
 from scipy.stats import spearmanr
 
 from pipeline.build import build_snapshots, data_span, labelable_cutoffs, rollup
@@ -38,8 +36,6 @@ from pipeline.synthetic import write_shop
 from pipeline.value import METHODS, expected_value
 
 REPO = Path(__file__).resolve().parents[1]
-DOC = REPO / "docs" / "benchmarks.md"
-START, END = "<!-- value:start -->", "<!-- value:end -->"
 REFERENCE = "history"
 TOP = 0.1
 METRICS = ("mae", "rmse", "spearman", "top10_capture")
@@ -174,14 +170,9 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = ap.parse_args()
     os.chdir(REPO)  # configs resolve data paths relative to the repository root
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    if subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip():
-        commit += " + local changes"
-    machine = f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores"
     command = f"python benchmarks/value.py --datasets {args.datasets} --cutoffs {args.cutoffs} --step {args.step}"
     header = (
-        f"### Value (`{command}`): {dt.date.today().isoformat()} · commit {commit} · {machine} · "
-        f"Python {platform.python_version()}\n\n"
+        f"### Value (`{command}`): {provenance()}\n\n"
         "Expected value over the horizon if retained (`pipeline/value.py`), predicted for every user of the "
         "population, against the revenue each retained user (`churned == 0`) really generated in "
         "[cutoff, cutoff + horizon) (`future_revenue`), mean over cutoffs "
@@ -212,14 +203,7 @@ def main() -> None:
             print(sections[-1])
     if args.no_write:
         return
-    block = "\n".join(sections)
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if START in text:
-        text = text[: text.index(START)] + f"{START}\n{block}{END}" + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + f"\n\n{START}\n{block}{END}\n"
-    DOC.write_text(text)
-    print(f"written: {DOC}")
+    write_section("value", "\n".join(sections))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ measured in pipeline/measure.py.
 
 from __future__ import annotations
 
-import glob
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -38,16 +37,14 @@ from pipeline.config import CONTACT_COLUMNS, DataParams
 from pipeline.ingest import (
     _READ_ERRORS,
     IngestError,
-    _as_strings,
     _clean_ids,
     _clean_text,
     _is_parquet,
     _parse_times,
-    _suffix_ok,
-    package_path,
+    match_files,
+    reject_rows,
 )
 
-REJECT_META = ("source_file", "source_row", "reason")
 CONTACTS_SCHEMA = pa.DataFrameSchema(
     {
         "user_id": pa.Column(str, nullable=False, checks=pa.Check.str_length(min_value=1)),
@@ -87,23 +84,7 @@ def contact_files(data: DataParams, synthetic_path: Path) -> list[Path]:
                 "generate stage (dvc repro generate) or `winback simulate-campaign` first"
             )
         return [path]
-    pattern = str(package_path(data.contacts)) if data.contacts.startswith("package:") else data.contacts
-    pattern = str(Path(pattern).expanduser())
-    if any(ch in pattern for ch in "*?["):
-        matched = [Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()]
-    elif Path(pattern).is_dir():
-        matched = [p for p in Path(pattern).iterdir() if p.is_file()]
-    elif Path(pattern).is_file():
-        matched = [Path(pattern)]
-    else:
-        raise IngestError(f"data.contacts {data.contacts!r} matched no files (cwd: {Path.cwd()}); {fix}")
-    files = sorted((p for p in matched if _suffix_ok(p)), key=str)
-    if not files:
-        raise IngestError(
-            f"data.contacts {data.contacts!r} matched no Parquet/CSV files "
-            f"(found: {sorted(map(str, matched))[:5]}); {fix}"
-        )
-    return files
+    return match_files(data.contacts, "data.contacts", fix)
 
 
 def read_contact_file(path: Path) -> pd.DataFrame:
@@ -190,24 +171,9 @@ def normalise_contacts(
     accepted = pd.DataFrame({"user_id": user_id[keep], "contacted_at": times[keep], "action": action[keep]})
     accepted["_file"] = source_name
     accepted["_row"] = np.flatnonzero(keep)
-    rejects = _rejects(raw, reason, source_name)
+    rejects = reject_rows(raw, reason, source_name)
     counts = {"total": len(raw), "files": [source_name]}
     return accepted, rejects, counts
-
-
-def _rejects(raw: pd.DataFrame, reason: pd.Series, source_name: str) -> pd.DataFrame:
-    rejected = reason.notna().to_numpy()
-    body = _as_strings(raw.loc[rejected])
-    body.columns = [f"source.{c}" if c in REJECT_META else c for c in raw.columns]
-    meta = pd.DataFrame(
-        {
-            "source_file": pd.Series(source_name, index=body.index, dtype=str),
-            "source_row": np.flatnonzero(rejected).astype("int64"),
-            "reason": reason[rejected].astype(str),
-        },
-        index=body.index,
-    )
-    return pd.concat([meta, body], axis=1).reset_index(drop=True)
 
 
 def event_users(events_path: Path) -> set[str]:
@@ -232,7 +198,7 @@ def combine(
             raw = raws[name]
             reason = pd.Series(np.nan, index=raw.index, dtype=object)
             reason.iloc[rows.to_numpy()] = "duplicate"
-            rejects.append(_rejects(raw, reason, name))
+            rejects.append(reject_rows(raw, reason, name))
         accepted = accepted[~dup]
     if len(accepted):
         contacts = accepted[["user_id", "contacted_at", "action"]].sort_values(

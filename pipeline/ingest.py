@@ -116,7 +116,12 @@ def resolve_source(data: DataParams, synthetic_path: Path) -> list[Path]:
                 "run the generate stage first (dvc repro generate)"
             )
         return [path]
-    pattern = str(package_path(data.source)) if data.source.startswith("package:") else data.source
+    return match_files(data.source, "data.source", fix)
+
+
+def match_files(spec: str, key: str, fix: str) -> list[Path]:
+    """The Parquet/CSV files a path, directory, glob or 'package:<pkg>/<path>' names; errors name `key`."""
+    pattern = str(package_path(spec, key)) if spec.startswith("package:") else spec
     pattern = str(Path(pattern).expanduser())
     if any(ch in pattern for ch in "*?["):
         matched = [Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()]
@@ -124,31 +129,47 @@ def resolve_source(data: DataParams, synthetic_path: Path) -> list[Path]:
         matched = [p for p in Path(pattern).iterdir() if p.is_file()]
     elif Path(pattern).is_file():
         if not _suffix_ok(Path(pattern)):
-            raise IngestError(f"{pattern}: unsupported file type for data.source; {fix}")
+            raise IngestError(f"{pattern}: unsupported file type for {key}; {fix}")
         return [Path(pattern)]
     else:
-        raise IngestError(f"data.source {data.source!r} matched no files (cwd: {Path.cwd()}); {fix}")
+        raise IngestError(f"{key} {spec!r} matched no files (cwd: {Path.cwd()}); {fix}")
     files = sorted((p for p in matched if _suffix_ok(p)), key=str)
     if not matched:
-        raise IngestError(f"data.source {data.source!r} matched no files (cwd: {Path.cwd()}); {fix}")
+        raise IngestError(f"{key} {spec!r} matched no files (cwd: {Path.cwd()}); {fix}")
     if not files:
         found = sorted(str(p) for p in matched)[:5]
         raise IngestError(
-            f"data.source {data.source!r} matched no Parquet/CSV files (cwd: {Path.cwd()}; "
-            f"other files found: {found}); {fix}"
+            f"{key} {spec!r} matched no Parquet/CSV files (cwd: {Path.cwd()}; other files found: {found}); {fix}"
         )
     return files
 
 
-def package_path(source: str) -> Path:
+def reject_rows(raw: pd.DataFrame, reason: pd.Series, source_name: str) -> pd.DataFrame:
+    """The rows with a reason, as source strings behind (source_file, source_row, reason)."""
+    rejected = reason.notna().to_numpy()
+    body = _as_strings(raw.loc[rejected])
+    # a source column named like a meta column keeps its values under a prefixed name
+    body.columns = [f"source.{c}" if c in REJECT_META else c for c in raw.columns]
+    meta = pd.DataFrame(
+        {
+            "source_file": pd.Series(source_name, index=body.index, dtype=str),
+            "source_row": np.flatnonzero(rejected).astype("int64"),
+            "reason": reason[rejected].astype(str),
+        },
+        index=body.index,
+    )
+    return pd.concat([meta, body], axis=1).reset_index(drop=True)
+
+
+def package_path(source: str, key: str = "data.source") -> Path:
     """Resolve 'package:<pkg>/<path>' to a data file inside an installed package (without importing it)."""
     spec_text = source.removeprefix("package:")
     package, _, inner = spec_text.partition("/")
     spec = importlib.util.find_spec(package) if package else None
     if spec is None or not spec.submodule_search_locations:
         raise IngestError(
-            f"data.source {source!r}: Python package {package!r} is not installed; install it "
-            f"(e.g. pip install {package}) or point data.source at a file path"
+            f"{key} {source!r}: Python package {package!r} is not installed; install it "
+            f"(e.g. pip install {package}) or point {key} at a file path"
         )
     return Path(next(iter(spec.submodule_search_locations))) / inner
 
@@ -466,18 +487,7 @@ def normalise(raw: pd.DataFrame, data: DataParams, source_name: str, now: pd.Tim
     events = EVENTS_SCHEMA.validate(events)
 
     rejected = reason.notna().to_numpy()
-    body = _as_strings(raw.loc[rejected])
-    # a source column named like a meta column keeps its values under a prefixed name
-    body.columns = [f"source.{c}" if c in REJECT_META else c for c in raw.columns]
-    meta = pd.DataFrame(
-        {
-            "source_file": pd.Series(source_name, index=body.index, dtype=str),
-            "source_row": np.flatnonzero(rejected).astype("int64"),
-            "reason": reason[rejected].astype(str),
-        },
-        index=body.index,
-    )
-    rejects = pd.concat([meta, body], axis=1).reset_index(drop=True)
+    rejects = reject_rows(raw, reason, source_name)
 
     unmapped = Counter(source_type[keep & (event_type == OTHER).to_numpy() & (source_type != OTHER).to_numpy()])
     metrics = {

@@ -11,6 +11,15 @@ import pandas as pd
 from pipeline.config import ScoreParams
 from pipeline.value import expected_value
 
+REASON_COLUMNS: tuple[str, ...] = (
+    "reason_1",
+    "reason_2",
+    "reason_3",
+    "driver_family",
+    "reason_1_family",
+    "reason_2_family",
+    "reason_3_family",
+)
 LIST_COLUMNS: tuple[str, ...] = (
     "rank",
     "user_id",
@@ -20,13 +29,7 @@ LIST_COLUMNS: tuple[str, ...] = (
     "expected_value",
     "segment",
     "membership_tier",
-    "reason_1",
-    "reason_2",
-    "reason_3",
-    "driver_family",
-    "reason_1_family",
-    "reason_2_family",
-    "reason_3_family",
+    *REASON_COLUMNS,
     "recommended_action",
     "action_cost",
     "group",
@@ -34,17 +37,6 @@ LIST_COLUMNS: tuple[str, ...] = (
     "contact",
     "model_version",
     "as_of",
-)
-
-
-REASON_COLUMNS: tuple[str, ...] = (
-    "reason_1",
-    "reason_2",
-    "reason_3",
-    "driver_family",
-    "reason_1_family",
-    "reason_2_family",
-    "reason_3_family",
 )
 
 

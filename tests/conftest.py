@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,6 +27,17 @@ def make_events(rows: list[dict]) -> pd.DataFrame:
         else:
             df[col] = df[col].astype(object)
     return df[list(CANONICAL_COLUMNS)]
+
+
+def lifetimes_dataset(name: str) -> Path:
+    """A data file shipped in the `lifetimes` package (found without importing it); skips when absent."""
+    spec = importlib.util.find_spec("lifetimes")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("CDNOW data not installed: pip install --no-deps lifetimes==0.11.3 (used only as a data source)")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / name
+    if not path.is_file():
+        pytest.skip(f"CDNOW data not found at {path}")
+    return path
 
 
 def random_events(n_users: int = 40, days: int = 240, seed: int = 0) -> pd.DataFrame:

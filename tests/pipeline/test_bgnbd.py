@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from itertools import pairwise
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,6 +22,7 @@ from pipeline.bgnbd import (
     p_no_purchase,
 )
 from pipeline.rfm import RFM_FEATURES, churn_score_from_rfm, rfm_scores
+from tests.conftest import lifetimes_dataset
 
 # Fader, Hardie & Lee (2005), CDNOW 2,357-customer sample, 39-week calibration period.
 PUBLISHED = BGNBD(r=0.243, alpha=4.414, a=0.793, b=2.426)
@@ -33,12 +32,7 @@ CDNOW_LIKE = BGNBD(r=0.25, alpha=4.4, a=0.79, b=2.4)
 
 def _cdnow_summary() -> pd.DataFrame:
     """The CDNOW sample's (x, t_x, T) in weeks, from the `lifetimes` package's data files (never imported)."""
-    spec = importlib.util.find_spec("lifetimes")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("CDNOW data not installed: pip install --no-deps lifetimes==0.11.3 (used only as a data source)")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "cdnow_customers_summary.csv"
-    if not path.is_file():
-        pytest.skip(f"CDNOW data not found at {path}")
+    path = lifetimes_dataset("cdnow_customers_summary.csv")
     return pd.read_csv(path)
 
 

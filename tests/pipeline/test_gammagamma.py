@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,6 +19,7 @@ from pipeline.gammagamma import (
     log_likelihood,
     population_mean_spend,
 )
+from tests.conftest import lifetimes_dataset
 
 # Fader & Hardie (2013), "The Gamma-Gamma Model of Monetary Value": the 946 CDNOW repeat customers.
 PUBLISHED = GammaGamma(p=6.25, q=3.74, v=15.44)
@@ -29,12 +27,7 @@ PUBLISHED = GammaGamma(p=6.25, q=3.74, v=15.44)
 
 def _cdnow_repeaters() -> pd.DataFrame:
     """CDNOW repeat customers' (x, mean repeat spend), from the `lifetimes` package's data files (never imported)."""
-    spec = importlib.util.find_spec("lifetimes")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("CDNOW data not installed: pip install --no-deps lifetimes==0.11.3 (used only as a data source)")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "cdnow_customers_summary_with_transactions.csv"
-    if not path.is_file():
-        pytest.skip(f"CDNOW data not found at {path}")
+    path = lifetimes_dataset("cdnow_customers_summary_with_transactions.csv")
     df = pd.read_csv(path)
     return df[df["x"] > 0]
 
