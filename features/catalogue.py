@@ -28,21 +28,34 @@ FAMILIES: tuple[str, ...] = (
 
 
 class SnapshotContext:
-    """Reductions over the rollup rows of one (user, cutoff): rows have `age` = cutoff_day - d >= 1."""
+    """Reductions over the rows of one (user, cutoff), built by features/windows.py.
+
+    Two kinds of rows: the user's rollup days within the longest window before the cutoff (`age` =
+    cutoff_day - d >= 1), and one marker row (`age` = 0) holding the user's whole history up to the
+    cutoff as running totals (`h_*` columns, see features/windows.py::HISTORY). Windowed reductions
+    read the first kind, all-history ones the marker, so no feature ever scans all of a user's past
+    for every cutoff.
+    """
 
     def __init__(self, rows: Table):
         self.rows = rows
 
-    def within(self, days: int | None) -> ibis.Expr:
-        """Rows of the last `days` days before the cutoff (all history when None)."""
-        return self.rows.age <= days if days is not None else ibis.literal(True)
+    def within(self, days: int) -> ibis.Expr:
+        """Rollup rows of the last `days` days before the cutoff."""
+        return (self.rows.age >= 1) & (self.rows.age <= days)
 
     def between(self, newest: int, oldest: int) -> ibis.Expr:
         """Rows whose age is in (newest, oldest]: e.g. (30, 60] is the 30 days before the last 30."""
-        return (self.rows.age > newest) & (self.rows.age <= oldest)
+        return (self.rows.age > max(newest, 0)) & (self.rows.age <= oldest)
+
+    def history(self, name: str) -> ibis.Expr:
+        """A running value over all history before the cutoff (features/windows.py::HISTORY)."""
+        return self.rows[f"h_{name}"].max()
 
     def sum(self, column: str, days: int | None = None, where: ibis.Expr | None = None) -> ibis.Expr:
-        """Sum of a rollup column over a window; 0 when there is nothing to sum."""
+        """Sum of a rollup column over a window (all history when neither is given); 0 when nothing to sum."""
+        if days is None and where is None:
+            return self.history(f"sum_{column}").fill_null(0).cast("float64")
         cond = self.within(days) if where is None else where
         return self.rows[column].sum(where=cond).fill_null(0).cast("float64")
 
@@ -51,26 +64,26 @@ class SnapshotContext:
         return self.sum(column, days) / FIXED_POINT
 
     def active_days(self, days: int | None = None, where: ibis.Expr | None = None) -> ibis.Expr:
-        """Number of days with any event in a window."""
+        """Number of days with any event in a window (`where` rows of a window, e.g. `between`)."""
+        if days is None and where is None:
+            raise ValueError("active_days needs a window: all-history counts are history() values")
         cond = self.within(days) if where is None else where
         return self.rows.count(where=cond).cast("float64")
 
     def _cutoff_ts(self) -> ibis.Expr:
         return (self.rows.cutoff_day * SECONDS_PER_DAY).max()
 
-    def days_since(self, ts_column: str, where: ibis.Expr | None = None) -> ibis.Expr:
-        """Elapsed days from the newest value of an epoch-seconds column to the cutoff (null if none)."""
-        newest = self.rows[ts_column].max(where=where)
-        return (self._cutoff_ts() - newest).cast("float64") / SECONDS_PER_DAY
+    def days_since(self, newest: str) -> ibis.Expr:
+        """Elapsed days from a running-latest epoch-seconds history value to the cutoff (null if none)."""
+        return (self._cutoff_ts() - self.history(newest)).cast("float64") / SECONDS_PER_DAY
 
     def days_since_first_purchase(self) -> ibis.Expr:
         """Elapsed days from the user's first order to the cutoff (null if none)."""
-        first = self.rows.first_purchase_ts.min()
-        return (self._cutoff_ts() - first).cast("float64") / SECONDS_PER_DAY
+        return self.days_since("first_purchase_ts")
 
     def days_since_first(self) -> ibis.Expr:
         """Elapsed days from the user's first event to the cutoff."""
-        return (self._cutoff_ts() - self.rows.first_ts.min()).cast("float64") / SECONDS_PER_DAY
+        return self.days_since("first_ts")
 
 
 def _some(value: float) -> bool:
@@ -215,13 +228,13 @@ def _engagement(windows: list[int]) -> list[Feature]:
 
 
 def _mean_gap(c: SnapshotContext) -> ibis.Expr:
-    return ratio(c.sum("purchase_gap"), c.rows.purchase_gap.count())
+    return ratio(c.sum("purchase_gap"), c.history("sum_gap_n"))
 
 
 def _gap_cv(c: SnapshotContext) -> ibis.Expr:
-    n = c.rows.purchase_gap.count().cast("float64")
+    n = c.history("sum_gap_n").cast("float64")
     mean = ratio(c.sum("purchase_gap"), n)
-    mean_sq = ratio((c.rows.purchase_gap**2).sum().cast("float64"), n)
+    mean_sq = ratio(c.history("sum_gap_sq").cast("float64"), n)
     var = (mean_sq - mean * mean).clip(lower=0)
     return ibis.ifelse(n >= 2, ratio(var.sqrt(), mean), ibis.null("float64"))
 
@@ -253,7 +266,7 @@ def _purchase(windows: list[int]) -> list[Feature]:
             "purchase_days_total",
             "purchase",
             "Days with at least one order before the cutoff (BG/NBD frequency + 1)",
-            lambda c: c.active_days(where=c.rows.n_orders > 0),
+            lambda c: c.history("sum_purchase_days").fill_null(0).cast("float64"),
             ("Ordered on {value:.0f} different day{s}",),
             unit="days",
         ),
@@ -450,7 +463,7 @@ def _other_families(windows: list[int]) -> list[Feature]:
             "days_since_last_coupon_order",
             "promotion",
             "Days from the last order with a coupon to the cutoff",
-            lambda c: c.days_since("last_ts", c.rows.n_coupon_orders > 0),
+            lambda c: c.days_since("last_coupon_ts"),
             (
                 "Last coupon order {value:.0f} day{s} ago (coupons on {coupon_orders_total:.0f} of "
                 "{orders_total:.0f} orders)",
@@ -606,7 +619,7 @@ def _other_families(windows: list[int]) -> list[Feature]:
             "tier",
             "loyalty",
             "Membership tier level at the cutoff (0 = none)",
-            lambda c: c.rows.tier_last.argmax(c.rows.d, where=c.rows.tier_last.notnull()).fill_null(0).cast("float64"),
+            lambda c: c.history("tier").fill_null(0).cast("float64"),
             ("Membership level {value:.0f} (0 = not a member)",),
             unit="level",
         ),

@@ -1,8 +1,16 @@
-"""Point-in-time window aggregates per (user, cutoff) from the user-day rollup."""
+"""Point-in-time window aggregates per (user, cutoff) from the user-day rollup.
+
+Many cutoffs must not cost many passes over history. A feature reads two kinds of rows (see
+`SnapshotContext`): the user's rollup days inside the longest window before the cutoff, found by a
+range join against the cutoff table (each rollup day meets only the few cutoffs whose window holds
+it), and one marker row per (user, cutoff) carrying running totals of the user's whole history
+(`HISTORY`), computed by one cumulative window over the user's days and markers in time order.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import ibis
 from ibis.expr.types import Table
@@ -10,6 +18,32 @@ from ibis.expr.types import Table
 from features.catalogue import SnapshotContext, catalogue
 
 EPOCH = dt.date(1970, 1, 1)
+# a tier level is stored as day * TIER_CODE + level, so the running max is the latest level
+TIER_CODE = 1000
+
+# running values over all history before a cutoff: name -> (reduction, per-rollup-row value)
+HISTORY: dict[str, tuple[str, Callable[[Table], ibis.Expr]]] = {
+    "sum_n_orders": ("sum", lambda r: r.n_orders),
+    "sum_n_coupon_orders": ("sum", lambda r: r.n_coupon_orders),
+    "sum_revenue": ("sum", lambda r: r.revenue),
+    "sum_refund_amount": ("sum", lambda r: r.refund_amount),
+    "sum_n_support": ("sum", lambda r: r.n_support),
+    "sum_n_support_resolved": ("sum", lambda r: r.n_support_resolved),
+    "sum_late_n": ("sum", lambda r: r.late_n),
+    "sum_purchase_gap": ("sum", lambda r: r.purchase_gap),
+    "sum_gap_n": ("sum", lambda r: r.purchase_gap.notnull().cast("int64")),
+    "sum_gap_sq": ("sum", lambda r: r.purchase_gap * r.purchase_gap),
+    "sum_purchase_days": ("sum", lambda r: (r.n_orders > 0).cast("int64")),
+    "first_ts": ("min", lambda r: r.first_ts),
+    "first_purchase_ts": ("min", lambda r: r.first_purchase_ts),
+    "last_ts": ("max", lambda r: r.last_ts),
+    "last_purchase_ts": ("max", lambda r: r.last_purchase_ts),
+    "last_coupon_ts": ("max", lambda r: ibis.ifelse(r.n_coupon_orders > 0, r.last_ts, ibis.null("int64"))),
+    "tier": (
+        "max",
+        lambda r: ibis.ifelse(r.tier_last.notnull(), r.d * TIER_CODE + r.tier_last.cast("int64"), ibis.null("int64")),
+    ),
+}
 
 
 def day_number(day: dt.date) -> int:
@@ -23,14 +57,57 @@ def cutoff_table(cutoffs: list[dt.date]) -> Table:
     return ibis.memtable({"cutoff_day": days}, schema={"cutoff_day": "int64"})
 
 
-def snapshot_features(rollup: Table, cutoffs: Table, windows: list[int]) -> Table:
-    """Every catalogue feature for every (user, cutoff), from rollup days strictly before the cutoff.
+def longest_window(windows: list[int]) -> int:
+    """Days of history the windowed features read (trend features look back twice the middle window)."""
+    windows = sorted(set(windows))
+    return max(windows[-1], 2 * windows[len(windows) // 2])
 
-    One inequality join over the rollup serves all cutoffs; a feature only ever sees rows with
-    d < cutoff_day, i.e. events with event_time < cutoff midnight UTC.
+
+def history_markers(rollup: Table, pairs: Table) -> Table:
+    """Per (user_id, cutoff_day) of `pairs`: every HISTORY value over the user's rollup days before the cutoff.
+
+    The markers join the user's days in one stream ordered by (day, kind); a marker sorts before a
+    rollup row of its own day, so running reductions at the marker cover exactly d < cutoff_day.
     """
-    rows = rollup.join(cutoffs, rollup.d < cutoffs.cutoff_day)
-    rows = rows.mutate(age=rows.cutoff_day - rows.d)
+    days = rollup.select(
+        "user_id", "d", kind=ibis.literal(1, "int8"), **{name: fn(rollup) for name, (_, fn) in HISTORY.items()}
+    )
+    nulls = {name: ibis.null(days.schema()[name]) for name in HISTORY}
+    marks = pairs.select("user_id", d=pairs.cutoff_day, kind=ibis.literal(0, "int8"), **nulls)
+    stream = days.union(marks)
+    w = ibis.cumulative_window(group_by="user_id", order_by=["d", "kind"])
+    running = {name: getattr(stream[name], how)().over(w) for name, (how, _) in HISTORY.items()}
+    out = stream.mutate(**running).filter(lambda t: t.kind == 0)
+    tier = ibis.ifelse(out.tier.notnull(), out.tier % TIER_CODE, ibis.null("int64"))
+    return out.select("user_id", cutoff_day="d", **{f"h_{n}": out[n] for n in HISTORY if n != "tier"}, h_tier=tier)
+
+
+def snapshot_features(rollup: Table, pairs: Table, windows: list[int]) -> Table:
+    """Every catalogue feature for every (user_id, cutoff_day) of `pairs`, from rollup days strictly before the cutoff.
+
+    A feature only ever sees rows with d < cutoff_day, i.e. events with event_time < cutoff midnight UTC.
+    """
+    span = longest_window(windows)
+    cutoffs = pairs.select("cutoff_day").distinct()
+    recent = rollup.join(cutoffs, (rollup.d < cutoffs.cutoff_day) & (rollup.d >= cutoffs.cutoff_day - span))
+    recent = recent.semi_join(pairs, ["user_id", "cutoff_day"])
+    recent = recent.mutate(age=recent.cutoff_day - recent.d)
+    marks = history_markers(rollup, pairs)
+    rollup_cols = [c for c in rollup.columns if c != "user_id"]
+    history_cols = [c for c in marks.columns if c.startswith("h_")]
+    schema = {**recent.schema(), **marks.schema()}
+    # one stream: recent days (history columns null) and markers (rollup columns null, age 0)
+    rows = recent.select(
+        "user_id", "cutoff_day", "age", *rollup_cols, **{c: ibis.null(schema[c]) for c in history_cols}
+    ).union(
+        marks.select(
+            "user_id",
+            "cutoff_day",
+            age=ibis.literal(0, schema["age"]),
+            **{c: ibis.null(schema[c]) for c in rollup_cols},
+            **{c: marks[c] for c in history_cols},
+        )
+    )
     ctx = SnapshotContext(rows)
     aggs = {f.name: f.compute(ctx) for f in catalogue(windows)}
     return rows.group_by(["user_id", "cutoff_day"]).aggregate(**aggs)

@@ -67,7 +67,7 @@ def build_snapshots(
     else:
         pop = population(rolled, ct, lp.lookback_days, lp.qualifying)
         pop = pop.mutate(churned=ibis.null("int8"), future_revenue=ibis.null("float64"))
-    feats = snapshot_features(rolled, ct, params.features.windows)
+    feats = snapshot_features(rolled, pop.select("user_id", "cutoff_day"), params.features.windows)
     snap = pop.join(feats, ["user_id", "cutoff_day"])
     df = con.to_pandas(snap)
     df.insert(1, "cutoff", pd.to_datetime(df.pop("cutoff_day").astype("int64"), unit="D").dt.date)

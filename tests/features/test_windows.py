@@ -18,7 +18,11 @@ CUTOFF = dt.date(2024, 3, 1)
 
 
 def features_at(con, events: pd.DataFrame, cutoffs: list[dt.date], windows=(7, 30, 60)) -> pd.DataFrame:
-    table = snapshot_features(user_day_rollup(ibis.memtable(events)), cutoff_table(cutoffs), list(windows))
+    rolled = user_day_rollup(ibis.memtable(events))
+    ct = cutoff_table(cutoffs)
+    # every user with any event before the cutoff (the pipeline asks only for its population)
+    pairs = rolled.join(ct, rolled.d < ct.cutoff_day).select("user_id", "cutoff_day").distinct()
+    table = snapshot_features(rolled, pairs, list(windows))
     return con.to_pandas(table).sort_values(["cutoff_day", "user_id"]).reset_index(drop=True)
 
 

@@ -1,0 +1,824 @@
+"""Feature build and scoring speed at growing event counts (issue 5): the cost per event should not grow.
+
+Usage: python benchmarks/speed.py [--sizes 2M,20M] [--cutoffs 44] [--memory-limit 2GB] [--data-dir DIR]
+       [--pandas-max 20M] [--pandas-cutoffs-max 2M] [--contacts 500] [--reasons-all] [--no-write]
+
+For every size N it generates N synthetic events with DuckDB SQL straight to Parquet (cached in
+--data-dir, so 100M is generated once; 100M takes about two minutes to generate and the whole run
+at 100M a good deal longer than the default 2M,20M) and measures, each step in its own subprocess
+(DuckDB and LightGBM threads = --threads, DuckDB memory_limit = --memory-limit; peak RSS = the
+child's ru_maxrss from wait4):
+
+  (c) reference: one plain DuckDB SQL group-by over the Parquet file (count, last time and summed
+      amount per user and event type), fetched into an Arrow table: the practical ceiling of one pass;
+  (a) scoring build: read_events -> rollup -> build_snapshots(labelled=False) for one cutoff (the end
+      of the data, as `winback score` uses), i.e. every catalogue feature for the population,
+      materialised as the pandas DataFrame build_snapshots returns;
+  (b) training build: the same rollup -> build_snapshots(labelled=True) for --cutoffs weekly cutoffs
+      ending at the last labelable one (every feature, churned and future_revenue), a DataFrame;
+  (d) pandas: a straightforward pandas implementation of PANDAS_FEATURES (50 of the 54 catalogue
+      features; PANDAS_SKIPPED lists the rest) for the same cutoff, from pd.read_parquet to a
+      DataFrame; only up to --pandas-max events (RAM), and for the training cutoffs (a loop over
+      cutoffs with labels) only up to --pandas-cutoffs-max events (time).
+
+Scoring throughput: a calibrated LightGBM is trained (pipeline.train.fit_churn_model, untimed) on
+the training snapshots of the smallest size, then applied to the scoring rows of the largest size
+with DuckDB steps measured: predict_proba (users/s), SHAP + reason codes for the contact list
+(--contacts users with the highest probability) and, with --reasons-all, for the whole base and the
+whole win-back list (pipeline.stages.score_population). Spark local mode: not yet.
+
+Results, bars (pass/fail), machine, commit and load average go to the `speed` section of
+docs/benchmarks.md unless --no-write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# bump when the generator's SQL changes, so cached files are regenerated
+GENERATOR_VERSION = 1
+EVENTS_PER_USER = 150
+START = dt.date(2024, 7, 1)
+DAYS = 730
+
+# catalogue features the pandas implementation computes (windows 7, 30, 90) and those it does not
+PANDAS_SKIPPED = (
+    "abandoned_cart_days_90d",  # needs a per user-day table (a rollup) first
+    "days_since_last_coupon_order",  # defined on the last event of the coupon order's day
+    "late_order_low_ratings_90d",  # links reviews to late deliveries through order ids
+    "low_ratings_90d",  # excludes the late-order reviews above
+)
+
+
+def parse_size(text: str) -> int:
+    """'2M' -> 2_000_000, '500k' -> 500_000, '1000' -> 1000."""
+    text = text.strip().lower().replace("_", "")
+    scale = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(text[-1:], 1)
+    return int(float(text[:-1] if scale > 1 else text) * scale)
+
+
+def size_label(n: int) -> str:
+    """2_000_000 -> '2M'."""
+    for unit, scale in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
+        if n >= scale and n % (scale // 10) == 0:
+            return f"{n / scale:g}{unit}"
+    return str(n)
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+
+
+def _u(*key: object) -> str:
+    """A uniform in [0, 1) from DuckDB's hash of `key`: reproducible and independent of threads."""
+    return f"(hash({', '.join(map(str, key))}) / 18446744073709551616.0)"
+
+
+def generator_sql(n_events: int) -> tuple[str, str]:
+    """(users table SQL, events query SQL) for about n_events canonical events.
+
+    Users (n_events / 150 of them) get Pareto(1.3) activity weights (capped at 200x the scale, a
+    Zipf-like tail: a few heavy users, many light ones), a start day skewed to the first year, and
+    for 60% a finite lifetime (exponential, mean 240 days: the churners). Each user's events fall
+    on `days` active days spread over their life, 1-12 per day, the first of a day a session, the
+    rest a mix of roles; purchases carry amount, quantity and sometimes a discount, refunds a
+    negative amount, deliveries a delay, reviews a rating, membership events a tier. Order ids are
+    user + week, shared by the purchases, deliveries, reviews and refunds of that week. Rows come
+    out sorted by (user_id, event_time), as ingest writes them.
+    """
+    s0 = int(dt.datetime.combine(START, dt.time(), tzinfo=dt.UTC).timestamp())
+    users = f"""
+    WITH raw AS (
+      SELECT i AS uid,
+        least(pow(1 - {_u("i", 1)}, -1 / 1.3), 200.0) AS w,
+        1 + floor(12 * {_u("i", 2)})::BIGINT AS per_day,
+        floor({DAYS - 30} * pow({_u("i", 3)}, 1.5))::BIGINT AS start_day,
+        CASE WHEN {_u("i", 4)} < 0.6 THEN ceil(-ln(1 - {_u("i", 5)}) * 240)::BIGINT ELSE 100000 END AS life
+      FROM range({max(1, round(n_events / EVENTS_PER_USER))}) t(i)
+    ), sized AS (
+      SELECT uid, start_day, per_day,
+        greatest(1, round(w * {n_events} / sum(w) OVER ()))::BIGINT AS n,
+        greatest(1, least({DAYS}, start_day + life) - start_day) AS span
+      FROM raw
+    )
+    SELECT uid, 'u' || lpad(uid::VARCHAR, 8, '0') AS user_id, n, start_day, span,
+      least(span, ceil(n / per_day))::BIGINT AS days,
+      ceil(n / least(span, ceil(n / per_day)))::BIGINT AS m
+    FROM sized ORDER BY uid
+    """
+    events = f"""
+    WITH ev AS (
+      SELECT uid, user_id, start_day, span, days, m, unnest(range(n)) AS k FROM users
+    ), d AS (
+      SELECT *, k // m AS j, k % m AS e FROM ev
+    ), d2 AS (
+      -- active day j of the user: strictly increasing in j, so rows stay sorted by time
+      SELECT *, start_day + floor(j * span / days)::BIGINT
+          + floor({_u("uid", "j", 6)} * floor(span / days))::BIGINT AS day,
+        CASE WHEN e = 0 THEN 1.0 ELSE {_u("uid", "k", 9)} END AS r
+      FROM d
+    ), t AS (
+      SELECT *, CASE WHEN e = 0 THEN 'session'
+          WHEN r < 0.45 THEN 'view' WHEN r < 0.57 THEN 'search' WHEN r < 0.67 THEN 'cart'
+          WHEN r < 0.73 THEN 'purchase' WHEN r < 0.78 THEN 'delivery' WHEN r < 0.80 THEN 'review'
+          WHEN r < 0.807 THEN 'refund' WHEN r < 0.819 THEN 'support' WHEN r < 0.829 THEN 'support_resolved'
+          WHEN r < 0.832 THEN 'membership' ELSE 'other' END AS event_type,
+        ({_u("uid", "k", 10)} + {_u("uid", "k", 11)} + {_u("uid", "k", 12)} - 1.5) * 2 AS z,
+        {_u("uid", "k", 13)} AS a, {_u("uid", "k", 14)} AS b
+      FROM d2
+    )
+    SELECT user_id,
+      to_timestamp({s0} + day * 86400 + floor({_u("uid", "j", 7)} * 60000) + e * 40 + floor(a * 30)) AS event_time,
+      event_type,
+      CASE event_type WHEN 'purchase' THEN round(exp(3.6 + 0.7 * z), 2)
+        WHEN 'refund' THEN -round(exp(3.2 + 0.6 * z), 2) END AS amount,
+      CASE WHEN event_type IN ('purchase', 'delivery', 'review', 'refund')
+        THEN user_id || '-' || (day // 7)::VARCHAR END AS order_id,
+      CASE WHEN event_type = 'purchase' THEN 1 + floor(4 * a * a) END::DOUBLE AS quantity,
+      CASE WHEN event_type = 'purchase' AND b < 0.25 THEN round(2 + 72 * b, 2) END::DOUBLE AS discount,
+      CASE WHEN event_type = 'review' THEN least(5, 1 + floor(5 * pow(a, 0.6))) END::DOUBLE AS rating,
+      CASE WHEN event_type = 'delivery' THEN floor(-2 + 7 * pow(a, 3)) END::DOUBLE AS delivery_delay_days,
+      CASE WHEN event_type = 'membership' THEN floor(4 * a) END::DOUBLE AS tier
+    FROM t
+    """
+    return users, events
+
+
+def _duckdb(threads: int, memory_limit: str, tmp: Path):
+    import duckdb
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit, "temp_directory": str(tmp)})
+    con.sql("SET TimeZone = 'UTC'")
+    return con
+
+
+def ensure_events(n_events: int, data_dir: Path, threads: int) -> tuple[Path, dict]:
+    """The Parquet file of n_events events in data_dir and its metadata, generated when missing."""
+    path = data_dir / f"events_{size_label(n_events)}.parquet"
+    meta_path = path.with_suffix(".json")
+    if path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("generator_version") == GENERATOR_VERSION:
+            return path, meta
+    import duckdb
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    print(f"generating {n_events:,} events -> {path}", flush=True)
+    t0 = time.perf_counter()
+    con = _duckdb(threads, "4GB", data_dir / "duckdb_tmp")
+    users, events = generator_sql(n_events)
+    con.sql(f"CREATE TEMP TABLE users AS {users}")
+    part = path.with_suffix(".parquet.part")
+    con.sql(f"COPY ({events}) TO '{part}' (FORMAT parquet)")
+    part.rename(path)
+    stats = con.sql(
+        "SELECT count(*), count(DISTINCT user_id), min(event_time)::DATE::VARCHAR, max(event_time)::DATE::VARCHAR, "
+        f"count(DISTINCT (user_id, event_time::DATE)) FROM read_parquet('{path}')"
+    ).fetchone()
+    meta = {
+        "generator_version": GENERATOR_VERSION,
+        "duckdb": duckdb.__version__,
+        "events": stats[0],
+        "users": stats[1],
+        "first_day": stats[2],
+        # end of data: midnight UTC after the last event (as pipeline.build.data_span)
+        "data_end": (dt.date.fromisoformat(stats[3]) + dt.timedelta(days=1)).isoformat(),
+        "user_days": stats[4],
+        "bytes": path.stat().st_size,
+        "generate_s": round(time.perf_counter() - t0, 1),
+    }
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    con.close()
+    print(f"  {meta}", flush=True)
+    return path, meta
+
+
+def warm(path: Path) -> None:
+    """Read the file once so every step starts from the page cache, not from disk."""
+    with path.open("rb") as f:
+        while f.read(1 << 24):
+            pass
+
+
+# ------------------------------------------------------------------------------------------------
+# steps: each runs in a child process (`--step NAME --spec JSON`) and returns a dict of figures
+
+
+def _params(spec: dict):
+    from pipeline.config import load_params
+
+    params = load_params(REPO / "params.yaml")
+    return params.model_copy(update={"threads": spec["threads"], "duckdb_memory_limit": spec["memory_limit"]})
+
+
+def _connect(spec: dict, params):
+    from pipeline.engine import connect
+
+    con = connect(params)
+    tmp = Path(spec["tmp"])
+    tmp.mkdir(parents=True, exist_ok=True)
+    con.raw_sql(f"SET temp_directory = '{tmp}'")  # spill beside the data, not into the working directory
+    return con
+
+
+def step_reference(spec: dict) -> dict:
+    """(c) One DuckDB group-by over the Parquet file: count, last time, summed amount per user and type."""
+    t0 = time.perf_counter()
+    con = _duckdb(spec["threads"], spec["memory_limit"], Path(spec["tmp"]))
+    table = con.sql(
+        "SELECT user_id, event_type, count(*) AS n, max(event_time) AS last_time, sum(amount) AS amount "
+        f"FROM read_parquet('{spec['events']}') GROUP BY user_id, event_type"
+    ).fetch_arrow_table()
+    return {"seconds": time.perf_counter() - t0, "rows": table.num_rows, "out_mb": table.nbytes / 1e6}
+
+
+def _build(spec: dict, labelled: bool) -> dict:
+    from pipeline.build import build_snapshots, rollup
+    from pipeline.engine import read_events
+
+    params = _params(spec)
+    cutoffs = [dt.date.fromisoformat(c) for c in spec["cutoffs"]]
+    t0 = time.perf_counter()
+    con = _connect(spec, params)
+    rolled = rollup(read_events(con, spec["events"]))  # materialised (a DuckDB temp table)
+    t1 = time.perf_counter()
+    df = build_snapshots(con, rolled, cutoffs, params, labelled=labelled)
+    t2 = time.perf_counter()
+    out = {
+        "seconds": t2 - t0,
+        "rollup_s": t1 - t0,
+        "snapshots_s": t2 - t1,
+        "rows": len(df),
+        "columns": df.shape[1],
+        "rollup_rows": int(con.execute(rolled.count())),
+        "out_mb": df.memory_usage(deep=True).sum() / 1e6,
+    }
+    if labelled:
+        out["churn_rate"] = float(df["churned"].astype("float64").mean())
+    if spec.get("save"):
+        df.to_parquet(spec["save"], index=False)
+    return out
+
+
+def step_scoring_build(spec: dict) -> dict:
+    """(a) Every feature for one cutoff, unlabelled, through the pipeline's own functions."""
+    return _build(spec, labelled=False)
+
+
+def step_training_build(spec: dict) -> dict:
+    """(b) Every feature and label for the training cutoffs, through the pipeline's own functions."""
+    return _build(spec, labelled=True)
+
+
+def pandas_read(path: str):
+    """The events with pandas, plus epoch seconds and the UTC day number of every event."""
+    import pandas as pd
+
+    cols = ["user_id", "event_time", "event_type", "amount", "order_id", "discount", "rating"]
+    ev = pd.read_parquet(path, columns=[*cols, "delivery_delay_days", "tier"])
+    ev["secs"] = (ev["event_time"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    ev["day"] = ev["secs"] // 86_400
+    return ev
+
+
+def pandas_snapshot(ev, cutoff_day: int, windows: list[int], lookback: int):
+    """PANDAS_FEATURES per user in the population at one cutoff, the straightforward pandas way.
+
+    Boolean masks per role and window, one groupby over the events, one over the distinct orders
+    (orders count once per day, as the rollup counts them), one over the purchase days for the gaps.
+    """
+    import numpy as np
+    import pandas as pd
+
+    mid, long = windows[len(windows) // 2], windows[-1]
+    past = ev[ev["day"] < cutoff_day]
+    age = cutoff_day - past["day"]
+    role = past["event_type"]
+    cols: dict[str, object] = {"user_id": past["user_id"], "last_s": past["secs"], "first_s": past["secs"]}
+    agg: dict[str, tuple[str, str]] = {"last_s": ("last_s", "max"), "first_s": ("first_s", "min")}
+
+    def add(name: str, values: object, how: str) -> None:
+        cols[name] = values
+        agg[name] = (name, how)
+
+    for w in windows:
+        add(f"active_days_{w}d", past["day"].where(age <= w), "nunique")
+        add(f"sessions_{w}d", (role == "session") & (age <= w), "sum")
+        add(f"views_{w}d", (role == "view") & (age <= w), "sum")
+    add(f"active_days_prev_{mid}d", past["day"].where((age > mid) & (age <= 2 * mid)), "nunique")
+    add("last_day_long", past["day"].where(age <= long), "max")
+    add("first_day_long", past["day"].where(age <= long), "min")
+    add(f"searches_{long}d", (role == "search") & (age <= long), "sum")
+    purchase = role == "purchase"
+    add("last_purchase_s", past["secs"].where(purchase), "max")
+    add("first_purchase_s", past["secs"].where(purchase), "min")
+    add("revenue_total", past["amount"].where(purchase, 0.0), "sum")
+    for w in sorted({mid, long}):
+        add(f"revenue_{w}d", past["amount"].where(purchase & (age <= w), 0.0), "sum")
+    add(f"carts_{long}d", (role == "cart") & (age <= long), "sum")
+    add("support", role == "support", "sum")
+    add("resolved", role == "support_resolved", "sum")
+    add(f"tickets_{long}d", (role == "support") & (age <= long), "sum")
+    delivery = (role == "delivery") & past["delivery_delay_days"].notna()
+    delay = past["delivery_delay_days"]
+    add(f"deliveries_{long}d", delivery & (age <= long), "sum")
+    add(f"late_deliveries_{long}d", delivery & (delay >= 2) & (age <= long), "sum")
+    add("late_deliveries_total", delivery & (delay >= 2), "sum")
+    add(f"delay_days_{long}d", delay.where(delivery & (age <= long), 0.0), "sum")
+    add(f"max_delivery_delay_{long}d", delay.where(delivery & (age <= long)), "max")
+    review = (role == "review") & past["rating"].notna() & (age <= long)
+    add(f"reviews_{long}d", review, "sum")
+    add("rating_sum", past["rating"].where(review, 0.0), "sum")
+    add(f"refunds_{long}d", (role == "refund") & (age <= long), "sum")
+    add("refund_amount", past["amount"].abs().where(role == "refund", 0.0), "sum")
+    f = pd.DataFrame(cols).groupby("user_id", sort=True).agg(**agg)
+
+    # orders: distinct (day, order_id) among purchases; a purchase without an order id is one order
+    p = past.loc[purchase, ["user_id", "day", "order_id", "discount"]]
+    p = p.assign(age=cutoff_day - p["day"])
+    orders = pd.concat([p[p["order_id"].isna()], p[p["order_id"].notna()].drop_duplicates(["user_id", "day", "order_id"])])
+    coupon = p[p["discount"].fillna(0) > 0]
+    coupon = pd.concat([coupon[coupon["order_id"].isna()], coupon[coupon["order_id"].notna()].drop_duplicates(["user_id", "day", "order_id"])])
+    o = pd.DataFrame(
+        {
+            "user_id": orders["user_id"],
+            "orders_total": 1,
+            f"orders_{mid}d": orders["age"] <= mid,
+            f"orders_{long}d": orders["age"] <= long,
+        }
+    ).groupby("user_id").sum()
+    c = pd.DataFrame(
+        {"user_id": coupon["user_id"], "coupon_orders_total": 1, f"coupon_orders_{long}d": coupon["age"] <= long}
+    ).groupby("user_id").sum()
+    # purchase days and the gaps between them
+    pdays = p[["user_id", "day"]].drop_duplicates().sort_values(["user_id", "day"])
+    gap = pdays.groupby("user_id")["day"].diff()
+    g = pd.DataFrame({"user_id": pdays["user_id"], "purchase_days_total": 1, "gap": gap, "gap_sq": gap**2})
+    g = g.groupby("user_id").agg(
+        purchase_days_total=("purchase_days_total", "sum"),
+        gap_n=("gap", "count"),
+        gap_sum=("gap", "sum"),
+        gap_sq=("gap_sq", "sum"),
+    )
+    m = past[(role == "membership") & past["tier"].notna()]
+    tier = m.sort_values(["user_id", "secs"], kind="stable").groupby("user_id")["tier"].last().rename("tier")
+    f = f.join([o, c, g, tier])
+
+    def ratio(num: pd.Series, den: pd.Series) -> pd.Series:
+        return (num / den.where(den > 0)).astype("float64")
+
+    cutoff_s = cutoff_day * 86_400
+    for name in ("orders_total", f"orders_{mid}d", f"orders_{long}d", "coupon_orders_total", f"coupon_orders_{long}d"):
+        f[name] = f[name].fillna(0)
+    f["tier"] = f["tier"].fillna(0)
+    f["purchase_days_total"] = f["purchase_days_total"].fillna(0)
+    f["days_since_last_activity"] = (cutoff_s - f["last_s"]) / 86_400
+    f["days_since_last_purchase"] = (cutoff_s - f["last_purchase_s"]) / 86_400
+    f["days_since_first_purchase"] = (cutoff_s - f["first_purchase_s"]) / 86_400
+    f["tenure_days"] = (cutoff_s - f["first_s"]) / 86_400
+    f[f"active_days_trend_{mid}d"] = f[f"active_days_{mid}d"] - f[f"active_days_prev_{mid}d"]
+    f[f"mean_gap_days_{long}d"] = ratio(f["last_day_long"] - f["first_day_long"], f[f"active_days_{long}d"] - 1)
+    f["avg_order_value"] = ratio(f["revenue_total"], f["orders_total"])
+    mean_gap = ratio(f["gap_sum"], f["gap_n"])
+    f["mean_interpurchase_days"] = mean_gap
+    var = (ratio(f["gap_sq"], f["gap_n"]) - mean_gap**2).clip(lower=0)
+    f["interpurchase_cv"] = ratio(np.sqrt(var), mean_gap).where(f["gap_n"] >= 2)
+    f["purchase_overdue_ratio"] = ratio(f["days_since_last_purchase"], mean_gap)
+    f["monthly_order_rate"] = ratio(f["orders_total"] * 30, f["tenure_days"].clip(lower=30))
+    f["monthly_revenue_rate"] = ratio(f["revenue_total"] * 30, f["tenure_days"].clip(lower=30))
+    f[f"recent_order_share_{long}d"] = ratio(f[f"orders_{long}d"], f["orders_total"])
+    f[f"cart_conversion_{long}d"] = ratio(f[f"orders_{long}d"], f[f"carts_{long}d"])
+    f[f"coupon_share_{long}d"] = ratio(f[f"coupon_orders_{long}d"], f[f"orders_{long}d"])
+    f["coupon_share_total"] = ratio(f["coupon_orders_total"], f["orders_total"])
+    f["open_tickets"] = (f["support"] - f["resolved"]).clip(lower=0)
+    f[f"mean_delivery_delay_{long}d"] = ratio(f[f"delay_days_{long}d"], f[f"deliveries_{long}d"])
+    f[f"mean_rating_{long}d"] = ratio(f["rating_sum"], f[f"reviews_{long}d"])
+    f["refund_share_total"] = ratio(f["refund_amount"], f["revenue_total"])
+    f = f[f["last_s"] >= (cutoff_day - lookback) * 86_400]  # population: an event in [cutoff - lookback, cutoff)
+    return f[pandas_features(windows)].astype("float64").reset_index()
+
+
+def pandas_features(windows: list[int]) -> list[str]:
+    """Catalogue features the pandas implementation computes, in catalogue order."""
+    from features.catalogue import catalogue
+
+    return [f.name for f in catalogue(windows) if f.name not in PANDAS_SKIPPED]
+
+
+def _day(iso: str) -> int:
+    return (dt.date.fromisoformat(iso) - dt.date(1970, 1, 1)).days
+
+
+def step_pandas(spec: dict) -> dict:
+    """(d) pandas: read the events, PANDAS_FEATURES for each cutoff (plus churn labels when labelled)."""
+    import pandas as pd
+
+    params = _params(spec)
+    windows, lp = sorted(set(params.features.windows)), params.labels
+    if lp.qualifying != "any":
+        raise SystemExit("the pandas implementation assumes labels.qualifying: any")
+    t0 = time.perf_counter()
+    ev = pandas_read(spec["events"])
+    t1 = time.perf_counter()
+    frames = []
+    for c in spec["cutoffs"]:
+        snap = pandas_snapshot(ev, _day(c), windows, lp.lookback_days)
+        if spec["labelled"]:
+            d = _day(c)
+            future = ev.loc[(ev["day"] >= d) & (ev["day"] < d + lp.horizon_days), "user_id"].unique()
+            snap["churned"] = (~snap["user_id"].isin(future)).astype("int8")
+        snap.insert(1, "cutoff", dt.date.fromisoformat(c))
+        frames.append(snap)
+    df = pd.concat(frames, ignore_index=True)
+    t2 = time.perf_counter()
+    if spec.get("save"):
+        df.to_parquet(spec["save"], index=False)
+    return {
+        "seconds": t2 - t0,
+        "read_s": t1 - t0,
+        "features_s": t2 - t1,
+        "rows": len(df),
+        "features": len(pandas_features(windows)),
+        "in_mb": ev.memory_usage(deep=True).sum() / 1e6,
+        "out_mb": df.memory_usage(deep=True).sum() / 1e6,
+    }
+
+
+def _best(fn, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def step_scorer(spec: dict) -> dict:
+    """Scoring throughput: probabilities and reason codes (users/s) with a model trained here."""
+    import numpy as np
+    import pandas as pd
+
+    from features.catalogue import catalogue
+    from pipeline.explain import shap_values
+    from pipeline.reasons import top_reasons
+    from pipeline.stages import score_population
+    from pipeline.train import fit_churn_model, inner_booster, matrix, model_feature_names
+
+    params = _params(spec)
+    cat = {f.name: f for f in catalogue(params.features.windows)}
+    snaps = pd.read_parquet(spec["train"])
+    t0 = time.perf_counter()
+    trained = fit_churn_model(
+        snaps, [c for c in snaps.columns if c in cat], params.labels.horizon_days, params.train, params.seed, params.threads
+    )
+    fit_s = time.perf_counter() - t0
+    model, booster = trained.model, inner_booster(trained.model)
+    features = model_feature_names(model)
+    rows = pd.read_parquet(spec["rows"])
+    n = len(rows)
+    out = {
+        "fit_s": fit_s,
+        "train_rows": trained.train_rows,
+        "trees": trained.best_iteration,
+        "features": len(features),
+        "users": n,
+    }
+
+    def proba() -> np.ndarray:
+        return model.predict_proba(matrix(rows, features))[:, 1]
+
+    out["proba_s"] = _best(proba, 3)
+    top = rows.iloc[np.argsort(-proba(), kind="stable")[: spec["contacts"]]]
+
+    def reasons(r: pd.DataFrame) -> pd.DataFrame:
+        return top_reasons(shap_values(booster, matrix(r, features)), r, features, cat)
+
+    out["contacts"] = len(top)
+    out["contact_reasons_s"] = _best(lambda: reasons(top), 3)
+    if spec["all"]:
+        out["shap_all_s"] = _best(lambda: shap_values(booster, matrix(rows, features)), 1)
+        out["reasons_all_s"] = _best(lambda: reasons(rows), 1)
+        as_of = dt.date.fromisoformat(spec["as_of"])
+        out["list_all_s"] = _best(lambda: score_population(model, rows, params, as_of, "bench"), 1)
+    return out
+
+
+STEPS = {
+    "reference": step_reference,
+    "scoring_build": step_scoring_build,
+    "training_build": step_training_build,
+    "pandas": step_pandas,
+    "scorer": step_scorer,
+}
+
+
+def run_step(name: str, spec: dict, work: Path) -> dict:
+    """Run one step in a child process; its figures plus wall time, peak RSS and the load before it."""
+    result, log = work / f"{name}.json", work / f"{name}.log"
+    result.unlink(missing_ok=True)
+    load = os.getloadavg()[0]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--step", name, "--spec", json.dumps(spec), "--out", str(result)]
+    t0 = time.perf_counter()
+    with log.open("w") as err:
+        child = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, cwd=work)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    base = {"load": load, "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9, "process_s": wall}
+    if child.returncode != 0 or not result.exists():
+        tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
+        print(f"  {name}: FAILED (exit {child.returncode}): {tail[0]}", flush=True)
+        return {**base, "error": f"exit {child.returncode}: {tail[0][:200]}"}
+    out = {**base, **json.loads(result.read_text())}
+    shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+    print(f"  {name}: {shown}", flush=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# report
+
+
+def _rate(n: int, r: dict) -> str:
+    return f"{n / r['seconds'] / 1e6:.2f}" if "seconds" in r else "-"
+
+
+def _check_pandas(build: Path, pandas_out: Path, windows: list[int]) -> str:
+    """How far the pandas subset is from the build on the same users (a sanity check of (d))."""
+    import numpy as np
+    import pandas as pd
+
+    a, b = pd.read_parquet(build), pd.read_parquet(pandas_out)
+    names = pandas_features(windows)
+    j = a[["user_id", *names]].merge(b[["user_id", *names]], on="user_id", how="outer", suffixes=("", "_pd"))
+    same_users = len(j) == len(a) == len(b)
+    worst, bad = 0.0, []
+    for f in names:
+        x, y = j[f].to_numpy(float), j[f + "_pd"].to_numpy(float)
+        both_nan = np.isnan(x) & np.isnan(y)
+        diff = np.where(both_nan, 0.0, np.abs(x - y) / np.maximum(1.0, np.abs(x)))
+        d = float(np.nanmax(np.where(np.isnan(diff), np.inf, diff))) if len(diff) else 0.0
+        worst = max(worst, d)
+        if d > 1e-6:
+            bad.append(f"{f} ({d:.3g})")
+    users = "same users" if same_users else f"users differ: build {len(a):,}, pandas {len(b):,}"
+    if not bad:
+        return f"pandas subset agrees with the build: {len(names)} features, {users}, max relative difference {worst:.1e}"
+    return f"pandas subset differs from the build on {len(bad)} of {len(names)} features ({users}): {', '.join(bad)}"
+
+
+def report(args: argparse.Namespace, sizes: list[int], res: dict, metas: dict, scorer: dict | None, notes: list[str]) -> str:
+    """The markdown block: command, per-size table, ratios, scoring throughput, bars."""
+    from record import provenance
+
+    lines = [
+        f"### Speed (`python benchmarks/speed.py {args.argv}`): {provenance()}",
+        "",
+        f"DuckDB threads = {args.threads}, memory_limit = {args.memory_limit}; every step in its own process "
+        "(peak RSS = that process, Python and libraries included); events sorted by user and time as ingest "
+        f"writes them; {args.cutoffs} weekly training cutoffs. Load = 1-minute load average when the step "
+        "started (2 cores: above about 0.5 another process was competing).",
+        "",
+        "| events | users | step | materialised | s | M events/s | ns/event | peak RSS GB | load |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    what = {
+        "reference": "(c) reference group-by: Arrow table of (user, type) rows",
+        "scoring_build": "(a) scoring build, 1 cutoff: DataFrame of every feature",
+        "training_build": f"(b) training build, {args.cutoffs} cutoffs: DataFrame of every feature + labels",
+        "pandas": "(d) pandas, 1 cutoff: DataFrame of {f} features",
+        "pandas_training": f"(d') pandas, {args.cutoffs} cutoffs: DataFrame of {{f}} features + labels",
+    }
+    for n in sizes:
+        m = metas[n]
+        for step in ("reference", "scoring_build", "training_build", "pandas", "pandas_training"):
+            r = res[n].get(step)
+            if r is None:
+                continue
+            label = what[step].format(f=r.get("features", "?"))
+            if "error" in r:
+                lines.append(f"| {m['events']:,} | {m['users']:,} | {label} | FAILED: {r['error']} | | | | {r['peak_rss_gb']:.2f} | {r['load']:.2f} |")
+                continue
+            extra = ""
+            if "rollup_s" in r:
+                extra = f" (rollup {r['rollup_s']:.1f} s + snapshots {r['snapshots_s']:.1f} s)"
+            elif "read_s" in r:
+                extra = f" (read {r['read_s']:.1f} s + features {r['features_s']:.1f} s)"
+            lines.append(
+                f"| {m['events']:,} | {m['users']:,} | {label}, {r['rows']:,} rows, {r['out_mb']:,.0f} MB | "
+                f"{r['seconds']:.2f}{extra} | {_rate(m['events'], r)} | {r['seconds'] / m['events'] * 1e9:.0f} | "
+                f"{r['peak_rss_gb']:.2f} | {r['load']:.2f} |"
+            )
+    lines += ["", "Ratios (time ratios; a/c is the scoring build's events/s as a share of the reference's):", ""]
+    lines += ["| events | a/c | b/a | d/a (pandas subset vs full build) | d'/b (pandas subset vs full build) |", "|---|---|---|---|---|"]
+
+    def t(n: int, step: str) -> float | None:
+        r = res[n].get(step)
+        return r["seconds"] if r and "seconds" in r else None
+
+    def fmt(x: float | None, pct: bool = False) -> str:
+        return "-" if x is None else (f"{x:.0%}" if pct else f"{x:.2f}x")
+
+    def div(x: float | None, y: float | None) -> float | None:
+        return None if x is None or y is None else x / y
+
+    for n in sizes:
+        lines.append(
+            f"| {size_label(n)} | {fmt(div(t(n, 'reference'), t(n, 'scoring_build')), True)} | "
+            f"{fmt(div(t(n, 'training_build'), t(n, 'scoring_build')))} | {fmt(div(t(n, 'pandas'), t(n, 'scoring_build')))} | "
+            f"{fmt(div(t(n, 'pandas_training'), t(n, 'training_build')))} |"
+        )
+    lines += [""]
+    if scorer and "error" not in scorer:
+        s = scorer
+        lines += [
+            f"Scoring throughput ({s['users']:,} scoring rows of the {size_label(s['size'])} set; calibrated LightGBM, "
+            f"{s['trees']} trees, {s['features']} features, fitted in {s['fit_s']:.0f} s on {s['train_rows']:,} rows "
+            f"of the {size_label(s['train_size'])} set; best of 3 except whole-base figures):",
+            "",
+            "| what | users | s | users/s |",
+            "|---|---|---|---|",
+            f"| probabilities (predict_proba) | {s['users']:,} | {s['proba_s']:.3f} | {s['users'] / s['proba_s']:,.0f} |",
+            f"| reason codes, contact list (SHAP + top_reasons) | {s['contacts']:,} | {s['contact_reasons_s']:.3f} | "
+            f"{s['contacts'] / s['contact_reasons_s']:,.0f} |",
+        ]
+        if "reasons_all_s" in s:
+            lines += [
+                f"| SHAP only, whole base | {s['users']:,} | {s['shap_all_s']:.2f} | {s['users'] / s['shap_all_s']:,.0f} |",
+                f"| reason codes, whole base (SHAP + top_reasons) | {s['users']:,} | {s['reasons_all_s']:.2f} | "
+                f"{s['users'] / s['reasons_all_s']:,.0f} |",
+                f"| whole win-back list (score_population) | {s['users']:,} | {s['list_all_s']:.2f} | "
+                f"{s['users'] / s['list_all_s']:,.0f} |",
+            ]
+        lines.append("")
+    elif scorer:
+        lines += [f"Scoring throughput: FAILED ({scorer['error']})", ""]
+    lines += ["Spark local mode: not yet.", ""]
+    lines += bars(sizes, res, metas, scorer, args)
+    if notes:
+        lines += ["", *[f"* {x}" for x in notes]]
+    return "\n".join(lines) + "\n"
+
+
+def bars(sizes: list[int], res: dict, metas: dict, scorer: dict | None, args: argparse.Namespace) -> list[str]:
+    """The issue's bars, each with what was measured and pass / fail / not measured."""
+
+    def sec(n: int, step: str) -> float | None:
+        r = res.get(n, {}).get(step)
+        return r["seconds"] if r and "seconds" in r else None
+
+    at = 20_000_000 if 20_000_000 in sizes else max(sizes)
+    where = size_label(at) + ("" if at == 20_000_000 else " (20M not run)")
+    out = ["| bar (2 cores) | measured | result |", "|---|---|---|"]
+
+    def row(bar: str, value: float | None, ok: bool | None, text: str) -> None:
+        verdict = "not measured" if value is None else ("**pass**" if ok else "**FAIL**")
+        out.append(f"| {bar} | {text if value is not None else '-'} | {verdict} |")
+
+    a, b, c, d = (sec(at, s) for s in ("scoring_build", "training_build", "reference", "pandas"))
+    dk = sec(at, "pandas_training")
+    v = c / a if a and c else None
+    row(f"scoring build >= 33% of the reference's events/s, at {where}", v, v is not None and v >= 0.33, f"{v:.0%}" if v else "")
+    v = b / a if a and b else None
+    row(f"training build ({args.cutoffs} cutoffs) <= 5x the scoring build, at {where}", v, v is not None and v <= 5, f"{v:.1f}x" if v else "")
+    v = d / a if a and d else None
+    row(f"scoring build >= 5x faster than pandas (subset), at {where}", v, v is not None and v >= 5, f"{v:.1f}x" if v else "")
+    v = dk / b if b and dk else None
+    row(f"training build >= 5x faster than pandas (subset, same cutoffs), at {where}", v, v is not None and v >= 5, f"{v:.1f}x" if v else "")
+    v2 = d / b if b and d else None
+    row(
+        f"training build ({args.cutoffs} cutoffs) >= 5x faster than pandas for one cutoff, at {where}",
+        v2,
+        v2 is not None and v2 >= 5,
+        f"{v2:.2f}x" if v2 else "",
+    )
+    big = 100_000_000
+    for step in ("scoring_build", "training_build"):
+        r = res.get(big, {}).get(step)
+        v = r["peak_rss_gb"] if r and "seconds" in r else None
+        row(f"peak RSS <= 2 GB at 100M events, {step.replace('_', ' ')} (memory_limit {args.memory_limit})", v, v is not None and v <= 2, f"{v:.2f} GB" if v else "")
+    if scorer and "proba_s" in scorer:
+        v = scorer["users"] / scorer["proba_s"]
+        row("probabilities >= 200k users/s", v, v >= 200_000, f"{v:,.0f}/s")
+        v = scorer["contacts"] / scorer["contact_reasons_s"]
+        row(f"reason codes >= 5k users/s (contact list of {scorer['contacts']})", v, v >= 5000, f"{v:,.0f}/s")
+        if "reasons_all_s" in scorer:
+            v = scorer["users"] / scorer["reasons_all_s"]
+            row("reason codes >= 5k users/s (whole base)", v, v >= 5000, f"{v:,.0f}/s")
+    else:
+        row("probabilities >= 200k users/s", None, None, "")
+        row("reason codes >= 5k users/s", None, None, "")
+    for step in ("reference", "scoring_build", "training_build"):
+        x, y = sec(20_000_000, step), sec(big, step)
+        v = None
+        if x and y:
+            v = (y / metas[big]["events"]) / (x / metas[20_000_000]["events"])
+        row(f"time per event at 100M <= 1.5x that at 20M, {step.replace('_', ' ')}", v, v is not None and v <= 1.5, f"{v:.2f}x" if v else "")
+    return out
+
+
+def main() -> None:
+    """Generate (or reuse) the event sets, run every step per size in its own process, report."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="2M,20M", help="event counts; 100M takes long (generation ~2 min, builds many)")
+    ap.add_argument("--cutoffs", type=int, default=44, help="weekly training cutoffs for (b)")
+    ap.add_argument("--memory-limit", default="2GB", help="DuckDB memory_limit of every DuckDB step")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "winback-speed")
+    ap.add_argument("--pandas-max", default="20M", help="largest size for pandas on one cutoff (RAM)")
+    ap.add_argument("--pandas-cutoffs-max", default="2M", help="largest size for pandas on all training cutoffs (time)")
+    ap.add_argument("--contacts", type=int, default=500, help="contact list size for reason codes")
+    ap.add_argument("--reasons-all", action="store_true", help="also reason codes and the list for the whole base")
+    ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/benchmarks.md")
+    ap.add_argument("--step", choices=sorted(STEPS), help=argparse.SUPPRESS)
+    ap.add_argument("--spec", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.step:
+        Path(args.out).write_text(json.dumps(STEPS[args.step](json.loads(args.spec))))
+        return
+    args.argv = " ".join(sys.argv[1:])
+    sizes = sorted(parse_size(s) for s in args.sizes.split(","))
+    pandas_max, pandas_k_max = parse_size(args.pandas_max), parse_size(args.pandas_cutoffs_max)
+    from pipeline.config import load_params
+
+    params = load_params(REPO / "params.yaml")
+    windows, horizon = sorted(set(params.features.windows)), params.labels.horizon_days
+    data_dir = args.data_dir.resolve()
+    work = data_dir / "run"
+    work.mkdir(parents=True, exist_ok=True)
+    base = {"threads": args.threads, "memory_limit": args.memory_limit, "tmp": str(data_dir / "duckdb_tmp")}
+    t_start = time.perf_counter()
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    res: dict[int, dict] = {}
+    metas: dict[int, dict] = {}
+    notes: list[str] = []
+    for n in sizes:
+        path, meta = ensure_events(n, data_dir, args.threads)
+        metas[n] = meta
+        warm(path)
+        end = dt.date.fromisoformat(meta["data_end"])
+        last = end - dt.timedelta(days=horizon)
+        train_cutoffs = [(last - dt.timedelta(days=7 * i)).isoformat() for i in range(args.cutoffs)][::-1]
+        spec = {**base, "events": str(path)}
+        label = size_label(n)
+        print(f"{label}: {meta['events']:,} events, {meta['users']:,} users, {meta['user_days']:,} user-days, "
+              f"scoring cutoff {end}, training cutoffs {train_cutoffs[0]}..{train_cutoffs[-1]}", flush=True)
+        r: dict[str, dict] = {}
+        r["reference"] = run_step("reference", spec, work)
+        r["scoring_build"] = run_step(
+            "scoring_build", {**spec, "cutoffs": [end.isoformat()], "save": str(work / f"scoring_{label}.parquet")}, work
+        )
+        save = str(work / f"training_{label}.parquet") if n == sizes[0] else None
+        r["training_build"] = run_step("training_build", {**spec, "cutoffs": train_cutoffs, "save": save}, work)
+        if n <= pandas_max:
+            out = str(work / f"pandas_{label}.parquet")
+            r["pandas"] = run_step("pandas", {**spec, "cutoffs": [end.isoformat()], "labelled": False, "save": out}, work)
+            if "error" not in r["pandas"] and "error" not in r["scoring_build"]:
+                check = _check_pandas(Path(work / f"scoring_{label}.parquet"), Path(out), windows)
+                notes.append(f"{label}: {check}")
+                print(f"  {check}", flush=True)
+        else:
+            notes.append(f"{label}: pandas not run (above --pandas-max {args.pandas_max}: the events alone would take "
+                         f"several GB of RAM per 20M)")
+        if n <= pandas_k_max:
+            r["pandas_training"] = run_step("pandas", {**spec, "cutoffs": train_cutoffs, "labelled": True}, work)
+        res[n] = r
+    scorer = None
+    train_file = work / f"training_{size_label(sizes[0])}.parquet"
+    scored = max(sizes)
+    rows_file = work / f"scoring_{size_label(scored)}.parquet"
+    if train_file.exists() and rows_file.exists():
+        scorer = run_step(
+            "scorer",
+            {**base, "train": str(train_file), "rows": str(rows_file), "contacts": args.contacts,
+             "all": args.reasons_all, "as_of": metas[scored]["data_end"]},
+            work,
+        )
+        scorer |= {"size": scored, "train_size": sizes[0]}
+    if 100_000_000 not in sizes:
+        notes.append("100M not run in this invocation (`--sizes 2M,20M,100M`; see the 100M run below if recorded)")
+    notes.append(f"run took {time.perf_counter() - t_start:.0f} s; load average at the end {os.getloadavg()[0]:.2f}")
+    block = report(args, sizes, res, metas, scorer, notes)
+    print()
+    print(block)
+    if not args.no_write:
+        from record import write_section
+
+        write_section("speed", block)
+
+
+if __name__ == "__main__":
+    main()
