@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint clean browser
+.PHONY: run test lint clean browser postgres
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,20 @@ browser:
 	  echo "      tests/e2e/test_report_browser.py will be skipped; install Debian's chromium to run it"; \
 	fi
 
-test: $(VENV)/.installed-test browser
+# Debian's postgresql (server binaries and libpq) for the warehouse-source tests, which start their own throwaway
+# server on loopback (tests/postgres_server.py): installed when missing and we are root; otherwise a note, and
+# those tests skip saying why.
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's postgresql for the warehouse-source tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	else \
+	  echo "note: PostgreSQL server binaries (initdb) not found and we cannot install them (not root, or no apt-get):"; \
+	  echo "      the PostgreSQL warehouse tests will be skipped; install Debian's postgresql to run them"; \
+	fi
+
+test: $(VENV)/.installed-test browser postgres
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test

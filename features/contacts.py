@@ -17,7 +17,7 @@ def contacted_rows(contacts: Table, cutoffs: Table, horizon_days: int) -> Table:
     already show the treated behaviour). Days are whole UTC days from epoch seconds, like the rollup,
     so both engines agree on the boundaries.
     """
-    c = contacts.mutate(contact_day=contacts.contacted_at.epoch_seconds() // SECONDS_PER_DAY)
+    c = contacts.mutate(contact_day=contacts.contacted_at.epoch_seconds().floor().cast("int64") // SECONDS_PER_DAY)
     j = c.join(
         cutoffs,
         (c.contact_day >= cutoffs.cutoff_day - horizon_days) & (c.contact_day < cutoffs.cutoff_day + horizon_days),

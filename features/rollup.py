@@ -34,7 +34,8 @@ def user_day_rollup(events: Table) -> Table:
     agrees on which day an event falls and no calendar arithmetic differs between engines.
     """
     events = canonical_types(events)
-    ts = events.event_time.epoch_seconds()
+    # whole seconds, floored: DuckDB's epoch keeps the microseconds, Spark's drops them
+    ts = events.event_time.epoch_seconds().floor().cast("int64")
     e = events.mutate(ts=ts, d=ts // SECONDS_PER_DAY)
     role = e.event_type
     purchase = role == "purchase"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -16,6 +18,15 @@ from pipeline.errors import WinbackError
 DERIVED_PREFIX = "=derived:"
 # canonical columns of a retention contact log (data.contacts); action is optional
 CONTACT_COLUMNS: tuple[str, ...] = ("user_id", "contacted_at", "action")
+# a data.source of the form <scheme>://... is a warehouse connection URL (pipeline/warehouse.py)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# ${NAME}: taken from the environment when the source is read
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def is_warehouse_url(source: str) -> bool:
+    """Whether data.source is a connection URL (read through Ibis) rather than files."""
+    return bool(_URL.match(source))
 
 
 class Strict(BaseModel):
@@ -27,9 +38,13 @@ class Strict(BaseModel):
 class DataParams(Strict):
     """Where the raw events are and how their columns and event types map to the canonical ones."""
 
-    # "synthetic", a path or glob of Parquet/CSV files, or "package:<pkg>/<path>" for a data file
-    # shipped inside an installed Python package
+    # "synthetic", a path or glob of Parquet/CSV files, "package:<pkg>/<path>" for a data file
+    # shipped inside an installed Python package, or a warehouse connection URL read through Ibis
+    # (e.g. "postgresql://analyst:${WINBACK_DB_PASSWORD}@db:5432/shop"; ${VAR} is taken from the
+    # environment, so no password is written here) together with data.table
     source: str = "synthetic"
+    # table of a warehouse source: "events", "schema.events" or "database.schema.events"
+    table: str | None = None
     # canonical column -> source column (None: the source has no such column)
     columns: dict[str, str | None] = Field(default_factory=dict)
     # canonical column -> SQL expression over the source columns, evaluated by DuckDB per file,
@@ -84,6 +99,30 @@ class DataParams(Strict):
                 f"unknown canonical column(s) {unknown} in data.derive; known: {sorted(CANONICAL_COLUMNS)}"
             )
         return v
+
+    @model_validator(mode="after")
+    def _warehouse(self) -> DataParams:
+        if not is_warehouse_url(self.source):
+            if self.table is not None:
+                raise ValueError(
+                    f"data.table is set ({self.table!r}) but data.source {self.source!r} is not a connection URL: "
+                    "set data.source to e.g. 'postgresql://user@host:5432/db', or remove data.table"
+                )
+            return self
+        if not self.table or any(not part for part in self.table.split(".")) or self.table.count(".") > 2:
+            raise ValueError(
+                f"data.source is a connection URL, so data.table must name the events table as 'table', "
+                f"'schema.table' or 'database.schema.table' (got {self.table!r})"
+            )
+        password = urlsplit(self.source).password
+        if password and not ENV_REFERENCE.fullmatch(password):
+            raise ValueError(
+                "data.source holds a password in plain text; params files are versioned, so put the password in "
+                "an environment variable and write its name in its place, e.g. "
+                "'postgresql://user:${WINBACK_DB_PASSWORD}@host:5432/db' (or leave it out: libpq then reads "
+                "PGPASSWORD or ~/.pgpass)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _derive_or_map(self) -> DataParams:
@@ -288,12 +327,26 @@ class MlflowParams(Strict):
     model_name: str = "winback-churn"
 
 
+class SparkParams(Strict):
+    """Where `engine: spark` runs: a master URL (local[N] or a cluster) or a Spark Connect remote."""
+
+    master: str = "local[2]"
+    remote: str | None = None  # e.g. sc://host:15002 (Spark Connect); wins over master
+    conf: dict[str, str] = Field(default_factory=dict)  # extra spark.* settings, e.g. spark.driver.memory
+
+
 class Params(Strict):
     """Everything params.yaml may hold."""
 
     seed: int = 42
     threads: int = Field(2, ge=1)
+    # what runs the feature and label build: the embedded DuckDB, or Spark from the same Ibis code
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    spark: SparkParams = SparkParams()
     duckdb_memory_limit: str = "4GB"
+    # where DuckDB spills when a query outgrows duckdb_memory_limit (None: DuckDB's default,
+    # <database>.tmp beside a database file, .tmp in the working directory for in-memory)
+    duckdb_temp_directory: str | None = None
     data: DataParams = DataParams()
     generate: GenerateParams = GenerateParams()
     features: FeatureParams = FeatureParams()

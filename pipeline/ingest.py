@@ -36,7 +36,7 @@ import pyarrow
 import pyarrow.parquet as pq
 
 from features.events import ALL_ROLES, CANONICAL_COLUMNS, OPTIONAL_COLUMNS, OTHER, REQUIRED_COLUMNS
-from pipeline.config import DERIVED_PREFIX, DataParams
+from pipeline.config import DERIVED_PREFIX, DataParams, is_warehouse_url
 from pipeline.errors import WinbackError
 from pipeline.io import write_csv, write_json, write_parquet
 
@@ -548,11 +548,16 @@ def ingest(
 ) -> dict:
     """Ingest every source file and write events, rejects and metrics; on any failure write nothing."""
     now = pd.Timestamp.now(tz="UTC") if now is None else now
-    paths = resolve_source(data, synthetic_path)
-    # every file's header first: a bad mapping in the last file fails before the first is read
-    for path in paths:
-        _column_mapping(_read_columns(path, data), data, str(path))
-    result = _combine([normalise(read_file(path, data), data, str(path), now) for path in paths])
+    if is_warehouse_url(data.source):
+        from pipeline.warehouse import read_table  # Ibis and the database driver only when needed
+
+        result = read_table(data, now)
+    else:
+        paths = resolve_source(data, synthetic_path)
+        # every file's header first: a bad mapping in the last file fails before the first is read
+        for path in paths:
+            _column_mapping(_read_columns(path, data), data, str(path))
+        result = _combine([normalise(read_file(path, data), data, str(path), now) for path in paths])
     metrics = result.metrics
     if metrics["accepted"] == 0:
         first = result.rejects.iloc[0] if len(result.rejects) else None

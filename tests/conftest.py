@@ -113,3 +113,35 @@ def shop_snapshots(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, pd
     cutoffs = labelable_cutoffs(first, end, params.features, params.labels)
     snap = build_snapshots(con, rolled, cutoffs, params, labelled=True)
     return params, snap, tmp / "events.parquet"
+
+
+# ------------------------------------------------------------------------ warehouse source (PostgreSQL)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server on loopback (tests/postgres_server.py); skips without the binaries."""
+    from postgres_server import missing_reason, running_server
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    with running_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_shop(postgres) -> dict:
+    """Database `shop` with table raw.events: a 1000-user synthetic shop plus bad rows and duplicates.
+
+    Returns the server, the data.* keys that read it (the password as ${WINBACK_DB_PASSWORD}, which the
+    tests export) and the frame that was loaded.
+    """
+    from postgres_server import WAREHOUSE_COLUMNS, WAREHOUSE_MAPPING, execute, load_frame, warehouse_frame
+
+    execute(postgres, "postgres", "CREATE DATABASE shop")
+    execute(postgres, "shop", "CREATE SCHEMA raw")
+    frame = warehouse_frame()
+    load_frame(postgres, "shop", "raw.events", WAREHOUSE_COLUMNS, frame)
+    url = f"postgresql://{postgres.user}:${{WINBACK_DB_PASSWORD}}@{postgres.host}:{postgres.port}/shop"
+    return {"server": postgres, "data": {"source": url, "table": "raw.events", **WAREHOUSE_MAPPING}, "frame": frame}
