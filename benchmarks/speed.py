@@ -1,13 +1,13 @@
 """Feature build and scoring speed at growing event counts (issue 5): the cost per event should not grow.
 
 Usage: python benchmarks/speed.py [--sizes 2M,20M] [--cutoffs 44] [--memory-limit 2GB] [--data-dir DIR]
-       [--pandas-max 20M] [--pandas-cutoffs-max 2M] [--contacts 500] [--reasons-all] [--no-write]
+       [--pandas-max 20M] [--pandas-cutoffs-max 20M] [--contacts 500] [--reasons-all] [--no-write]
 
 For every size N it generates N synthetic events with DuckDB SQL straight to Parquet (cached in
---data-dir, so 100M is generated once; 100M takes about two minutes to generate and the whole run
-at 100M a good deal longer than the default 2M,20M) and measures, each step in its own subprocess
-(DuckDB and LightGBM threads = --threads, DuckDB memory_limit = --memory-limit; peak RSS = the
-child's ru_maxrss from wait4):
+--data-dir, so each size is generated once: 100M takes about 1.5 minutes and 0.85 GB; a run with
+100M takes a good deal longer than the default 2M,20M, which takes about 10 minutes) and measures,
+each step in its own process (DuckDB and LightGBM threads = --threads, DuckDB memory_limit =
+--memory-limit; peak RSS = the process's ru_maxrss from wait4):
 
   (c) reference: one plain DuckDB SQL group-by over the Parquet file (count, last time and summed
       amount per user and event type), fetched into an Arrow table: the practical ceiling of one pass;
@@ -16,19 +16,23 @@ child's ru_maxrss from wait4):
       materialised as the pandas DataFrame build_snapshots returns;
   (b) training build: the same rollup -> build_snapshots(labelled=True) for --cutoffs weekly cutoffs
       ending at the last labelable one (every feature, churned and future_revenue), a DataFrame;
-  (d) pandas: a straightforward pandas implementation of PANDAS_FEATURES (50 of the 54 catalogue
-      features; PANDAS_SKIPPED lists the rest) for the same cutoff, from pd.read_parquet to a
-      DataFrame; only up to --pandas-max events (RAM), and for the training cutoffs (a loop over
-      cutoffs with labels) only up to --pandas-cutoffs-max events (time).
+  (d) pandas: a straightforward pandas implementation of 50 of the 54 catalogue features
+      (PANDAS_SKIPPED lists the rest; the run checks its values against the build's) for the same
+      cutoff, from pd.read_parquet to a DataFrame, up to --pandas-max events (it needs about 9 GB
+      at 20M); (d') the same over the training cutoffs, with labels, up to --pandas-cutoffs-max.
 
-Scoring throughput: a calibrated LightGBM is trained (pipeline.train.fit_churn_model, untimed) on
-the training snapshots of the smallest size, then applied to the scoring rows of the largest size
-with DuckDB steps measured: predict_proba (users/s), SHAP + reason codes for the contact list
-(--contacts users with the highest probability) and, with --reasons-all, for the whole base and the
-whole win-back list (pipeline.stages.score_population). Spark local mode: not yet.
+A DuckDB step that runs out of memory is retried at the next of --retry-memory-limits and reported
+as such. Scoring throughput: a calibrated LightGBM is trained (pipeline.train.fit_churn_model,
+untimed) on the training snapshots of the smallest size and applied to the scoring rows of the
+largest: predict_proba (users/s), SHAP + reason codes (pipeline.reasons.top_reasons) for the
+contact list (the --contacts most likely churners) and, with --reasons-all, for the whole base and
+the whole win-back list (pipeline.stages.score_population). Spark local mode: not yet.
 
-Results, bars (pass/fail), machine, commit and load average go to the `speed` section of
-docs/benchmarks.md unless --no-write.
+The machine is often shared: each step waits up to --quiet-wait seconds for other processes to go
+quiet, and the table shows the cores they used during the step anyway. --code DIR imports
+features/ and pipeline/ from DIR (e.g. `git archive <commit> features pipeline | tar -x -C DIR`)
+to measure another version. Results, bars (pass/FAIL), machine and commit go to the `speed`
+section of docs/benchmarks.md unless --no-write.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # bump when the generator's SQL changes, so cached files are regenerated
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 EVENTS_PER_USER = 150
 START = dt.date(2024, 7, 1)
 DAYS = 730
@@ -91,11 +95,12 @@ def generator_sql(n_events: int) -> tuple[str, str]:
     Users (n_events / 150 of them) get Pareto(1.3) activity weights (capped at 200x the scale, a
     Zipf-like tail: a few heavy users, many light ones), a start day skewed to the first year, and
     for 60% a finite lifetime (exponential, mean 240 days: the churners). Each user's events fall
-    on `days` active days spread over their life, 1-12 per day, the first of a day a session, the
-    rest a mix of roles; purchases carry amount, quantity and sometimes a discount, refunds a
-    negative amount, deliveries a delay, reviews a rating, membership events a tier. Order ids are
-    user + week, shared by the purchases, deliveries, reviews and refunds of that week. Rows come
-    out sorted by (user_id, event_time), as ingest writes them.
+    on active days spread over their life (thinning out towards a churner's end), 1-12 per day,
+    the first of a day a session, the rest a mix of roles; purchases carry amount, quantity and
+    sometimes a discount, refunds a negative amount, deliveries a delay, reviews a rating,
+    membership events a tier. Order ids are user + week, shared by the purchases, deliveries,
+    reviews and refunds of that week. Rows come out sorted by (user_id, event_time), as ingest
+    writes them.
     """
     s0 = int(dt.datetime.combine(START, dt.time(), tzinfo=dt.UTC).timestamp())
     users = f"""
@@ -104,30 +109,36 @@ def generator_sql(n_events: int) -> tuple[str, str]:
         least(pow(1 - {_u("i", 1)}, -1 / 1.3), 200.0) AS w,
         1 + floor(12 * {_u("i", 2)})::BIGINT AS per_day,
         floor({DAYS - 30} * pow({_u("i", 3)}, 1.5))::BIGINT AS start_day,
-        CASE WHEN {_u("i", 4)} < 0.6 THEN ceil(-ln(1 - {_u("i", 5)}) * 240)::BIGINT ELSE 100000 END AS life
+        {_u("i", 4)} < 0.6 AS churner,
+        CASE WHEN churner THEN ceil(-ln(1 - {_u("i", 5)}) * 240)::BIGINT ELSE 100000 END AS life
       FROM range({max(1, round(n_events / EVENTS_PER_USER))}) t(i)
     ), sized AS (
-      SELECT uid, start_day, per_day,
+      SELECT uid, start_day, per_day, churner,
         greatest(1, round(w * {n_events} / sum(w) OVER ()))::BIGINT AS n,
         greatest(1, least({DAYS}, start_day + life) - start_day) AS span
       FROM raw
+    ), based AS (
+      -- a churner's days are placed on half its span, then stretched (see `day` below)
+      SELECT *, CASE WHEN churner THEN greatest(1, span // 2) ELSE span END AS base FROM sized
     )
-    SELECT uid, 'u' || lpad(uid::VARCHAR, 8, '0') AS user_id, n, start_day, span,
-      least(span, ceil(n / per_day))::BIGINT AS days,
-      ceil(n / least(span, ceil(n / per_day)))::BIGINT AS m
-    FROM sized ORDER BY uid
+    SELECT uid, 'u' || lpad(uid::VARCHAR, 8, '0') AS user_id, n, start_day, churner, base,
+      least(base, ceil(n / per_day))::BIGINT AS days,
+      ceil(n / least(base, ceil(n / per_day)))::BIGINT AS m
+    FROM based ORDER BY uid
     """
     events = f"""
     WITH ev AS (
-      SELECT uid, user_id, start_day, span, days, m, unnest(range(n)) AS k FROM users
+      SELECT uid, user_id, start_day, churner, base, days, m, unnest(range(n)) AS k FROM users
     ), d AS (
       SELECT *, k // m AS j, k % m AS e FROM ev
-    ), d2 AS (
-      -- active day j of the user: strictly increasing in j, so rows stay sorted by time
-      SELECT *, start_day + floor(j * span / days)::BIGINT
-          + floor({_u("uid", "j", 6)} * floor(span / days))::BIGINT AS day,
+    ), o AS (
+      -- offset of active day j in [0, base): strictly increasing in j, so rows stay sorted by time
+      SELECT *, floor(j * base / days)::BIGINT + floor({_u("uid", "j", 6)} * floor(base / days))::BIGINT AS o,
         CASE WHEN e = 0 THEN 1.0 ELSE {_u("uid", "k", 9)} END AS r
       FROM d
+    ), d2 AS (
+      -- churners fade: gaps between their active days grow from 1x to 3x before they leave
+      SELECT *, start_day + CASE WHEN churner THEN o + o * o // base ELSE o END AS day FROM o
     ), t AS (
       SELECT *, CASE WHEN e = 0 THEN 'session'
           WHEN r < 0.45 THEN 'view' WHEN r < 0.57 THEN 'search' WHEN r < 0.67 THEN 'cart'
@@ -159,8 +170,15 @@ def _duckdb(threads: int, memory_limit: str, tmp: Path):
     import duckdb
 
     tmp.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit, "temp_directory": str(tmp)})
+    con = duckdb.connect(
+        config={
+            "threads": threads,
+            "memory_limit": memory_limit,
+            "temp_directory": str(tmp),
+        }
+    )
     con.sql("SET TimeZone = 'UTC'")
+    con.sql("SET enable_progress_bar = false")
     return con
 
 
@@ -183,7 +201,7 @@ def ensure_events(n_events: int, data_dir: Path, threads: int) -> tuple[Path, di
     part = path.with_suffix(".parquet.part")
     con.sql(f"COPY ({events}) TO '{part}' (FORMAT parquet)")
     part.rename(path)
-    stats = con.sql(
+    stats = con.execute(
         "SELECT count(*), count(DISTINCT user_id), min(event_time)::DATE::VARCHAR, max(event_time)::DATE::VARCHAR, "
         f"count(DISTINCT (user_id, event_time::DATE)) FROM read_parquet('{path}')"
     ).fetchone()
@@ -217,10 +235,17 @@ def warm(path: Path) -> None:
 
 
 def _params(spec: dict):
-    from pipeline.config import load_params
+    """params.yaml's feature, label, training and scoring settings with the step's threads and memory limit.
 
-    params = load_params(REPO / "params.yaml")
-    return params.model_copy(update={"threads": spec["threads"], "duckdb_memory_limit": spec["memory_limit"]})
+    Only the sections every version of the code knows are read, so `--code` can point at an older commit.
+    """
+    import yaml
+
+    from pipeline.config import Params
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text()) or {}
+    kept = {k: raw[k] for k in ("seed", "features", "labels", "train", "score") if k in raw}
+    return Params.model_validate({**kept, "threads": spec["threads"], "duckdb_memory_limit": spec["memory_limit"]})
 
 
 def _connect(spec: dict, params):
@@ -240,7 +265,7 @@ def step_reference(spec: dict) -> dict:
     table = con.sql(
         "SELECT user_id, event_type, count(*) AS n, max(event_time) AS last_time, sum(amount) AS amount "
         f"FROM read_parquet('{spec['events']}') GROUP BY user_id, event_type"
-    ).fetch_arrow_table()
+    ).to_arrow_table()
     return {"seconds": time.perf_counter() - t0, "rows": table.num_rows, "out_mb": table.nbytes / 1e6}
 
 
@@ -294,7 +319,7 @@ def pandas_read(path: str):
 
 
 def pandas_snapshot(ev, cutoff_day: int, windows: list[int], lookback: int):
-    """PANDAS_FEATURES per user in the population at one cutoff, the straightforward pandas way.
+    """pandas_features(windows) per user in the population at one cutoff, the straightforward pandas way.
 
     Boolean masks per role and window, one groupby over the events, one over the distinct orders
     (orders count once per day, as the rollup counts them), one over the purchase days for the gaps.
@@ -348,20 +373,35 @@ def pandas_snapshot(ev, cutoff_day: int, windows: list[int], lookback: int):
     # orders: distinct (day, order_id) among purchases; a purchase without an order id is one order
     p = past.loc[purchase, ["user_id", "day", "order_id", "discount"]]
     p = p.assign(age=cutoff_day - p["day"])
-    orders = pd.concat([p[p["order_id"].isna()], p[p["order_id"].notna()].drop_duplicates(["user_id", "day", "order_id"])])
+    orders = pd.concat(
+        [p[p["order_id"].isna()], p[p["order_id"].notna()].drop_duplicates(["user_id", "day", "order_id"])]
+    )
     coupon = p[p["discount"].fillna(0) > 0]
-    coupon = pd.concat([coupon[coupon["order_id"].isna()], coupon[coupon["order_id"].notna()].drop_duplicates(["user_id", "day", "order_id"])])
-    o = pd.DataFrame(
-        {
-            "user_id": orders["user_id"],
-            "orders_total": 1,
-            f"orders_{mid}d": orders["age"] <= mid,
-            f"orders_{long}d": orders["age"] <= long,
-        }
-    ).groupby("user_id").sum()
-    c = pd.DataFrame(
-        {"user_id": coupon["user_id"], "coupon_orders_total": 1, f"coupon_orders_{long}d": coupon["age"] <= long}
-    ).groupby("user_id").sum()
+    coupon = pd.concat(
+        [
+            coupon[coupon["order_id"].isna()],
+            coupon[coupon["order_id"].notna()].drop_duplicates(["user_id", "day", "order_id"]),
+        ]
+    )
+    o = (
+        pd.DataFrame(
+            {
+                "user_id": orders["user_id"],
+                "orders_total": 1,
+                f"orders_{mid}d": orders["age"] <= mid,
+                f"orders_{long}d": orders["age"] <= long,
+            }
+        )
+        .groupby("user_id")
+        .sum()
+    )
+    c = (
+        pd.DataFrame(
+            {"user_id": coupon["user_id"], "coupon_orders_total": 1, f"coupon_orders_{long}d": coupon["age"] <= long}
+        )
+        .groupby("user_id")
+        .sum()
+    )
     # purchase days and the gaps between them
     pdays = p[["user_id", "day"]].drop_duplicates().sort_values(["user_id", "day"])
     gap = pdays.groupby("user_id")["day"].diff()
@@ -422,7 +462,7 @@ def _day(iso: str) -> int:
 
 
 def step_pandas(spec: dict) -> dict:
-    """(d) pandas: read the events, PANDAS_FEATURES for each cutoff (plus churn labels when labelled)."""
+    """(d) pandas: read the events, pandas_features for each cutoff (plus churn labels when labelled)."""
     import pandas as pd
 
     params = _params(spec)
@@ -481,7 +521,12 @@ def step_scorer(spec: dict) -> dict:
     snaps = pd.read_parquet(spec["train"])
     t0 = time.perf_counter()
     trained = fit_churn_model(
-        snaps, [c for c in snaps.columns if c in cat], params.labels.horizon_days, params.train, params.seed, params.threads
+        snaps,
+        [c for c in snaps.columns if c in cat],
+        params.labels.horizon_days,
+        params.train,
+        params.seed,
+        params.threads,
     )
     fit_s = time.perf_counter() - t0
     model, booster = trained.model, inner_booster(trained.model)
@@ -492,6 +537,7 @@ def step_scorer(spec: dict) -> dict:
         "fit_s": fit_s,
         "train_rows": trained.train_rows,
         "trees": trained.best_iteration,
+        "leaves": params.train.num_leaves,
         "features": len(features),
         "users": n,
     }
@@ -507,6 +553,7 @@ def step_scorer(spec: dict) -> dict:
 
     out["contacts"] = len(top)
     out["contact_reasons_s"] = _best(lambda: reasons(top), 3)
+    out["contact_shap_s"] = _best(lambda: shap_values(booster, matrix(top, features)), 3)
     if spec["all"]:
         out["shap_all_s"] = _best(lambda: shap_values(booster, matrix(rows, features)), 1)
         out["reasons_all_s"] = _best(lambda: reasons(rows), 1)
@@ -524,35 +571,66 @@ STEPS = {
 }
 
 
-def run_step(name: str, spec: dict, work: Path) -> dict:
-    """Run one step in a child process; its figures plus wall time, peak RSS and the load before it."""
-    result, log = work / f"{name}.json", work / f"{name}.log"
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice, already in user and nice]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(max_wait: float, below: float = 0.3, sample: float = 2.0) -> float:
+    """Wait up to max_wait seconds until other processes use less than `below` cores; return their use."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        b0 = busy_seconds()
+        time.sleep(sample)
+        used = (busy_seconds() - b0) / sample
+        if used < below or time.monotonic() >= deadline:
+            return used
+
+
+def run_step(name: str, spec: dict, work: Path, quiet_wait: float, tag: str | None = None) -> dict:
+    """Run one step in a child process; its figures plus wall time, peak RSS and CPU accounting.
+
+    `cpu` is the child's own CPU time / wall time (2 = both cores all the time); `others` is the
+    average number of cores the rest of the machine used meanwhile (from /proc/stat): a step that
+    competed with other processes shows others > 0 and is slower than it would be alone.
+    """
+    tag = tag or name
+    result, log = work / f"{tag}.json", work / f"{tag}.log"
     result.unlink(missing_ok=True)
-    load = os.getloadavg()[0]
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--step", name, "--spec", json.dumps(spec), "--out", str(result)]
-    t0 = time.perf_counter()
+    before = wait_quiet(quiet_wait)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--step", name, "--spec", json.dumps(spec)]
+    t0, b0 = time.perf_counter(), busy_seconds()
     with log.open("w") as err:
-        child = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, cwd=work)
+        child = subprocess.Popen([*cmd, "--out", str(result)], stdout=err, stderr=subprocess.STDOUT, cwd=work)
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    base = {"load": load, "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9, "process_s": wall}
+    wall, busy = time.perf_counter() - t0, busy_seconds() - b0
+    cpu = usage.ru_utime + usage.ru_stime
+    base = {
+        "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9,
+        "process_s": wall,
+        "cpu": cpu / wall,
+        "others": max(0.0, busy - cpu) / wall,
+        "others_before": before,
+        "load": os.getloadavg()[0],
+    }
     if child.returncode != 0 or not result.exists():
-        tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
-        print(f"  {name}: FAILED (exit {child.returncode}): {tail[0]}", flush=True)
-        return {**base, "error": f"exit {child.returncode}: {tail[0][:200]}"}
+        text = log.read_text()
+        tail = text.strip().splitlines()[-1:] or ["(no output)"]
+        oom = "OutOfMemoryException" in text
+        error = f"DuckDB out of memory at memory_limit {spec['memory_limit']}" if oom else tail[0][:200]
+        print(f"  {tag}: FAILED (exit {child.returncode}): {error}", flush=True)
+        return {**base, "error": error, "oom": oom}
     out = {**base, **json.loads(result.read_text())}
     shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
-    print(f"  {name}: {shown}", flush=True)
+    print(f"  {tag}: {shown}", flush=True)
     return out
 
 
 # ------------------------------------------------------------------------------------------------
 # report
-
-
-def _rate(n: int, r: dict) -> str:
-    return f"{n / r['seconds'] / 1e6:.2f}" if "seconds" in r else "-"
 
 
 def _check_pandas(build: Path, pandas_out: Path, windows: list[int]) -> str:
@@ -575,93 +653,121 @@ def _check_pandas(build: Path, pandas_out: Path, windows: list[int]) -> str:
             bad.append(f"{f} ({d:.3g})")
     users = "same users" if same_users else f"users differ: build {len(a):,}, pandas {len(b):,}"
     if not bad:
-        return f"pandas subset agrees with the build: {len(names)} features, {users}, max relative difference {worst:.1e}"
+        return (
+            f"pandas subset agrees with the build: {len(names)} features, {users}, max relative difference {worst:.1e}"
+        )
     return f"pandas subset differs from the build on {len(bad)} of {len(names)} features ({users}): {', '.join(bad)}"
 
 
-def report(args: argparse.Namespace, sizes: list[int], res: dict, metas: dict, scorer: dict | None, notes: list[str]) -> str:
-    """The markdown block: command, per-size table, ratios, scoring throughput, bars."""
+STEP_LABELS = {
+    "reference": "(c) reference group-by -> Arrow table of (user, type) rows",
+    "scoring_build": "(a) scoring build, 1 cutoff -> DataFrame of every feature",
+    "training_build": "(b) training build, {k} cutoffs -> DataFrame of every feature + labels",
+    "pandas": "(d) pandas, 1 cutoff -> DataFrame of {f} features",
+    "pandas_training": "(d') pandas, {k} cutoffs -> DataFrame of {f} features + labels",
+}
+
+
+def _seconds(res: dict, n: int, step: str) -> float | None:
+    r = res.get(n, {}).get(step)
+    return r["seconds"] if r and "seconds" in r else None
+
+
+def report(
+    args: argparse.Namespace, sizes: list[int], res: dict, metas: dict, scorer: dict | None, notes: list[str]
+) -> str:
+    """The markdown block: command, data, per-step table, ratios, scoring throughput, bars."""
     from record import provenance
 
     lines = [
         f"### Speed (`python benchmarks/speed.py {args.argv}`): {provenance()}",
         "",
-        f"DuckDB threads = {args.threads}, memory_limit = {args.memory_limit}; every step in its own process "
-        "(peak RSS = that process, Python and libraries included); events sorted by user and time as ingest "
-        f"writes them; {args.cutoffs} weekly training cutoffs. Load = 1-minute load average when the step "
-        "started (2 cores: above about 0.5 another process was competing).",
+        f"DuckDB threads = {args.threads}, memory_limit = {args.memory_limit}; each step in its own process, "
+        "timed from connecting (or reading) to the materialised result; peak RSS = that process (Python and "
+        "libraries included); CPU = the step's CPU time / wall time in cores; others = cores the rest of the "
+        "machine used meanwhile (2 cores in all: others > 0 means the step competed and its time is inflated)."
+        + (f" features/ and pipeline/ imported from `{args.code}`, not from the commit above." if args.code else ""),
         "",
-        "| events | users | step | materialised | s | M events/s | ns/event | peak RSS GB | load |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| events | users | user-days | Parquet MB | generated in |",
+        "|---|---|---|---|---|",
     ]
-    what = {
-        "reference": "(c) reference group-by: Arrow table of (user, type) rows",
-        "scoring_build": "(a) scoring build, 1 cutoff: DataFrame of every feature",
-        "training_build": f"(b) training build, {args.cutoffs} cutoffs: DataFrame of every feature + labels",
-        "pandas": "(d) pandas, 1 cutoff: DataFrame of {f} features",
-        "pandas_training": f"(d') pandas, {args.cutoffs} cutoffs: DataFrame of {{f}} features + labels",
-    }
     for n in sizes:
         m = metas[n]
-        for step in ("reference", "scoring_build", "training_build", "pandas", "pandas_training"):
+        mb, gen = m["bytes"] / 1e6, m["generate_s"]
+        lines.append(f"| {m['events']:,} | {m['users']:,} | {m['user_days']:,} | {mb:,.0f} | {gen:.0f} s |")
+    lines += [
+        "",
+        "| events | step -> what is materialised | rows | s | M events/s | ns/event | peak RSS GB | CPU | others |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n in sizes:
+        m = metas[n]
+        for step, label in STEP_LABELS.items():
             r = res[n].get(step)
             if r is None:
                 continue
-            label = what[step].format(f=r.get("features", "?"))
+            label = label.format(k=args.cutoffs, f=r.get("features", len(pandas_features([7, 30, 90]))))
+            if r.get("oom_at"):
+                label += f" **(out of memory at memory_limit {', '.join(r['oom_at'])}"
+                label += ")**" if "error" in r else f"; ran at {r['memory_limit']})**"
+            tail = f"{r['peak_rss_gb']:.2f} | {r['cpu']:.2f} | {r['others']:.2f} |"
             if "error" in r:
-                lines.append(f"| {m['events']:,} | {m['users']:,} | {label} | FAILED: {r['error']} | | | | {r['peak_rss_gb']:.2f} | {r['load']:.2f} |")
+                lines.append(f"| {size_label(n)} | {label} | FAILED: {r['error']} | | | | {tail}")
                 continue
-            extra = ""
+            parts = ""
             if "rollup_s" in r:
-                extra = f" (rollup {r['rollup_s']:.1f} s + snapshots {r['snapshots_s']:.1f} s)"
+                parts = f" (rollup {r['rollup_s']:.1f} + snapshots {r['snapshots_s']:.1f})"
             elif "read_s" in r:
-                extra = f" (read {r['read_s']:.1f} s + features {r['features_s']:.1f} s)"
+                parts = f" (read {r['read_s']:.1f} + features {r['features_s']:.1f})"
             lines.append(
-                f"| {m['events']:,} | {m['users']:,} | {label}, {r['rows']:,} rows, {r['out_mb']:,.0f} MB | "
-                f"{r['seconds']:.2f}{extra} | {_rate(m['events'], r)} | {r['seconds'] / m['events'] * 1e9:.0f} | "
-                f"{r['peak_rss_gb']:.2f} | {r['load']:.2f} |"
+                f"| {size_label(n)} | {label} | {r['rows']:,} ({r['out_mb']:,.0f} MB) | {r['seconds']:.2f}{parts} | "
+                f"{m['events'] / r['seconds'] / 1e6:.2f} | {r['seconds'] / m['events'] * 1e9:.0f} | {tail}"
             )
-    lines += ["", "Ratios (time ratios; a/c is the scoring build's events/s as a share of the reference's):", ""]
-    lines += ["| events | a/c | b/a | d/a (pandas subset vs full build) | d'/b (pandas subset vs full build) |", "|---|---|---|---|---|"]
 
-    def t(n: int, step: str) -> float | None:
-        r = res[n].get(step)
-        return r["seconds"] if r and "seconds" in r else None
+    def ratio(n: int, x: str, y: str, pct: bool = False) -> str:
+        tx, ty = _seconds(res, n, x), _seconds(res, n, y)
+        if tx is None or ty is None:
+            return "-"
+        return f"{tx / ty:.0%}" if pct else f"{tx / ty:.2f}x"
 
-    def fmt(x: float | None, pct: bool = False) -> str:
-        return "-" if x is None else (f"{x:.0%}" if pct else f"{x:.2f}x")
-
-    def div(x: float | None, y: float | None) -> float | None:
-        return None if x is None or y is None else x / y
-
+    lines += [
+        "",
+        "Ratios: a/c = the scoring build's events/s as a share of the reference's; the others are ratios of "
+        "times. The pandas figures cover a subset of the features (d: 1 cutoff, d': every training cutoff).",
+        "",
+        "| events | a/c | b/a | d/a (pandas subset / full build) | d'/b (pandas subset / full build) |",
+        "|---|---|---|---|---|",
+    ]
     for n in sizes:
         lines.append(
-            f"| {size_label(n)} | {fmt(div(t(n, 'reference'), t(n, 'scoring_build')), True)} | "
-            f"{fmt(div(t(n, 'training_build'), t(n, 'scoring_build')))} | {fmt(div(t(n, 'pandas'), t(n, 'scoring_build')))} | "
-            f"{fmt(div(t(n, 'pandas_training'), t(n, 'training_build')))} |"
+            f"| {size_label(n)} | {ratio(n, 'reference', 'scoring_build', True)} | "
+            f"{ratio(n, 'training_build', 'scoring_build')} | {ratio(n, 'pandas', 'scoring_build')} | "
+            f"{ratio(n, 'pandas_training', 'training_build')} |"
         )
-    lines += [""]
+    lines.append("")
     if scorer and "error" not in scorer:
         s = scorer
         lines += [
-            f"Scoring throughput ({s['users']:,} scoring rows of the {size_label(s['size'])} set; calibrated LightGBM, "
-            f"{s['trees']} trees, {s['features']} features, fitted in {s['fit_s']:.0f} s on {s['train_rows']:,} rows "
-            f"of the {size_label(s['train_size'])} set; best of 3 except whole-base figures):",
+            f"Scoring throughput on the {s['users']:,} scoring rows of the {size_label(s['size'])} set: a calibrated "
+            f"LightGBM of {s['trees']} trees ({s['leaves']} leaves max) on {s['features']} features, fitted with "
+            f"pipeline.train.fit_churn_model in {s['fit_s']:.0f} s on {s['train_rows']:,} training rows of the "
+            f"{size_label(s['train_size'])} set. Best of 3, except the whole-base figures (1 run).",
             "",
             "| what | users | s | users/s |",
             "|---|---|---|---|",
-            f"| probabilities (predict_proba) | {s['users']:,} | {s['proba_s']:.3f} | {s['users'] / s['proba_s']:,.0f} |",
-            f"| reason codes, contact list (SHAP + top_reasons) | {s['contacts']:,} | {s['contact_reasons_s']:.3f} | "
-            f"{s['contacts'] / s['contact_reasons_s']:,.0f} |",
+        ]
+        rows = [
+            ("probabilities (matrix + predict_proba)", s["users"], s["proba_s"]),
+            ("SHAP only, contact list", s["contacts"], s["contact_shap_s"]),
+            ("reason codes, contact list (SHAP + top_reasons)", s["contacts"], s["contact_reasons_s"]),
         ]
         if "reasons_all_s" in s:
-            lines += [
-                f"| SHAP only, whole base | {s['users']:,} | {s['shap_all_s']:.2f} | {s['users'] / s['shap_all_s']:,.0f} |",
-                f"| reason codes, whole base (SHAP + top_reasons) | {s['users']:,} | {s['reasons_all_s']:.2f} | "
-                f"{s['users'] / s['reasons_all_s']:,.0f} |",
-                f"| whole win-back list (score_population) | {s['users']:,} | {s['list_all_s']:.2f} | "
-                f"{s['users'] / s['list_all_s']:,.0f} |",
+            rows += [
+                ("SHAP only, whole base", s["users"], s["shap_all_s"]),
+                ("reason codes, whole base (SHAP + top_reasons)", s["users"], s["reasons_all_s"]),
+                ("whole win-back list (pipeline.stages.score_population)", s["users"], s["list_all_s"]),
             ]
+        lines += [f"| {w} | {u:,} | {t:.3f} | {u / t:,.0f} |" for w, u, t in rows]
         lines.append("")
     elif scorer:
         lines += [f"Scoring throughput: FAILED ({scorer['error']})", ""]
@@ -673,59 +779,69 @@ def report(args: argparse.Namespace, sizes: list[int], res: dict, metas: dict, s
 
 
 def bars(sizes: list[int], res: dict, metas: dict, scorer: dict | None, args: argparse.Namespace) -> list[str]:
-    """The issue's bars, each with what was measured and pass / fail / not measured."""
+    """The issue's bars, each with what was measured and pass / FAIL / not measured."""
+    at, big = 20_000_000, 100_000_000
+    out = ["| bar (2 cores; at 20M events unless said) | measured | result |", "|---|---|---|"]
 
-    def sec(n: int, step: str) -> float | None:
-        r = res.get(n, {}).get(step)
-        return r["seconds"] if r and "seconds" in r else None
-
-    at = 20_000_000 if 20_000_000 in sizes else max(sizes)
-    where = size_label(at) + ("" if at == 20_000_000 else " (20M not run)")
-    out = ["| bar (2 cores) | measured | result |", "|---|---|---|"]
-
-    def row(bar: str, value: float | None, ok: bool | None, text: str) -> None:
+    def row(bar: str, value: float | None, ok: bool, text: str) -> None:
         verdict = "not measured" if value is None else ("**pass**" if ok else "**FAIL**")
         out.append(f"| {bar} | {text if value is not None else '-'} | {verdict} |")
 
-    a, b, c, d = (sec(at, s) for s in ("scoring_build", "training_build", "reference", "pandas"))
-    dk = sec(at, "pandas_training")
-    v = c / a if a and c else None
-    row(f"scoring build >= 33% of the reference's events/s, at {where}", v, v is not None and v >= 0.33, f"{v:.0%}" if v else "")
-    v = b / a if a and b else None
-    row(f"training build ({args.cutoffs} cutoffs) <= 5x the scoring build, at {where}", v, v is not None and v <= 5, f"{v:.1f}x" if v else "")
-    v = d / a if a and d else None
-    row(f"scoring build >= 5x faster than pandas (subset), at {where}", v, v is not None and v >= 5, f"{v:.1f}x" if v else "")
-    v = dk / b if b and dk else None
-    row(f"training build >= 5x faster than pandas (subset, same cutoffs), at {where}", v, v is not None and v >= 5, f"{v:.1f}x" if v else "")
-    v2 = d / b if b and d else None
-    row(
-        f"training build ({args.cutoffs} cutoffs) >= 5x faster than pandas for one cutoff, at {where}",
-        v2,
-        v2 is not None and v2 >= 5,
-        f"{v2:.2f}x" if v2 else "",
-    )
-    big = 100_000_000
+    def time_ratio(x: str, y: str) -> float | None:
+        tx, ty = _seconds(res, at, x), _seconds(res, at, y)
+        return None if tx is None or ty is None else tx / ty
+
+    def limits(*steps: str) -> str:
+        """A note when a step ran at a larger memory_limit than asked (after running out of memory)."""
+        ran = [(s, res.get(at, {}).get(s) or {}) for s in steps]
+        odd = [f"{s.replace('_', ' ')} at memory_limit {r['memory_limit']}" for s, r in ran if r.get("oom_at")]
+        return f" ({'; '.join(odd)})" if odd else ""
+
+    v = time_ratio("reference", "scoring_build")
+    ok = v is not None and v >= 0.33
+    row("scoring build >= 33% of the reference group-by's events/s", v, ok, f"{v or 0:.0%}" + limits("scoring_build"))
+    v = time_ratio("training_build", "scoring_build")
+    text = f"{v or 0:.2f}x" + limits("training_build", "scoring_build")
+    row(f"training build ({args.cutoffs} cutoffs) <= 5x the scoring build", v, v is not None and v <= 5, text)
+    v = time_ratio("pandas", "scoring_build")
+    text = f"{v or 0:.2f}x" + limits("scoring_build")
+    row("scoring build >= 5x faster than pandas (1 cutoff; pandas: subset)", v, v is not None and v >= 5, text)
+    v = time_ratio("pandas_training", "training_build")
+    text = f"{v or 0:.2f}x" + limits("training_build")
+    bar = f"training build >= 5x faster than pandas ({args.cutoffs} cutoffs; pandas: subset)"
+    row(bar, v, v is not None and v >= 5, text)
     for step in ("scoring_build", "training_build"):
-        r = res.get(big, {}).get(step)
-        v = r["peak_rss_gb"] if r and "seconds" in r else None
-        row(f"peak RSS <= 2 GB at 100M events, {step.replace('_', ' ')} (memory_limit {args.memory_limit})", v, v is not None and v <= 2, f"{v:.2f} GB" if v else "")
-    if scorer and "proba_s" in scorer:
-        v = scorer["users"] / scorer["proba_s"]
-        row("probabilities >= 200k users/s", v, v >= 200_000, f"{v:,.0f}/s")
-        v = scorer["contacts"] / scorer["contact_reasons_s"]
-        row(f"reason codes >= 5k users/s (contact list of {scorer['contacts']})", v, v >= 5000, f"{v:,.0f}/s")
-        if "reasons_all_s" in scorer:
-            v = scorer["users"] / scorer["reasons_all_s"]
-            row("reason codes >= 5k users/s (whole base)", v, v >= 5000, f"{v:,.0f}/s")
-    else:
-        row("probabilities >= 200k users/s", None, None, "")
-        row("reason codes >= 5k users/s", None, None, "")
-    for step in ("reference", "scoring_build", "training_build"):
-        x, y = sec(20_000_000, step), sec(big, step)
-        v = None
-        if x and y:
-            v = (y / metas[big]["events"]) / (x / metas[20_000_000]["events"])
-        row(f"time per event at 100M <= 1.5x that at 20M, {step.replace('_', ' ')}", v, v is not None and v <= 1.5, f"{v:.2f}x" if v else "")
+        r = res.get(big, {}).get(step) or {}
+        v = r["peak_rss_gb"] if "seconds" in r else (0.0 if r.get("oom_at") else None)
+        text = f"{v or 0:.2f} GB"
+        if r.get("oom_at"):
+            text = f"out of memory at {', '.join(r['oom_at'])}" + (f"; {text} at {r['memory_limit']}" if v else "")
+        ok = v is not None and v <= 2 and not r.get("oom_at")
+        row(
+            f"peak RSS <= 2 GB at 100M events, {step.replace('_', ' ')} (memory_limit {args.memory_limit})", v, ok, text
+        )
+    ok = scorer is not None and "proba_s" in scorer
+    v = scorer["users"] / scorer["proba_s"] if ok else None
+    row("probabilities >= 200k users/s", v, v is not None and v >= 200_000, f"{v or 0:,.0f}/s")
+    v = scorer["contacts"] / scorer["contact_reasons_s"] if ok else None
+    row(
+        f"reason codes >= 5k users/s (contact list of {args.contacts})",
+        v,
+        v is not None and v >= 5000,
+        f"{v or 0:,.0f}/s",
+    )
+    if ok and "reasons_all_s" in scorer:
+        v = scorer["users"] / scorer["reasons_all_s"]
+        row("reason codes >= 5k users/s (whole base)", v, v >= 5000, f"{v:,.0f}/s")
+    for step in ("scoring_build", "training_build", "reference"):
+        x, y = _seconds(res, at, step), _seconds(res, big, step)
+        v = (y / metas[big]["events"]) / (x / metas[at]["events"]) if x and y else None
+        row(
+            f"time per event at 100M <= 1.5x that at 20M, {step.replace('_', ' ')}",
+            v,
+            v is not None and v <= 1.5,
+            f"{v or 0:.2f}x",
+        )
     return out
 
 
@@ -735,12 +851,17 @@ def main() -> None:
     ap.add_argument("--sizes", default="2M,20M", help="event counts; 100M takes long (generation ~2 min, builds many)")
     ap.add_argument("--cutoffs", type=int, default=44, help="weekly training cutoffs for (b)")
     ap.add_argument("--memory-limit", default="2GB", help="DuckDB memory_limit of every DuckDB step")
+    ap.add_argument("--retry-memory-limits", default="4GB,8GB", help="limits to retry a step at when DuckDB runs out")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "winback-speed")
     ap.add_argument("--pandas-max", default="20M", help="largest size for pandas on one cutoff (RAM)")
-    ap.add_argument("--pandas-cutoffs-max", default="2M", help="largest size for pandas on all training cutoffs (time)")
+    ap.add_argument("--pandas-cutoffs-max", default="20M", help="largest size for pandas on every training cutoff")
+    ap.add_argument("--quiet-wait", type=float, default=60, help="seconds to wait for other processes before a step")
     ap.add_argument("--contacts", type=int, default=500, help="contact list size for reason codes")
     ap.add_argument("--reasons-all", action="store_true", help="also reason codes and the list for the whole base")
+    ap.add_argument(
+        "--code", type=Path, help="import features/ and pipeline/ from DIR (e.g. a git archive of another commit)"
+    )
     ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/benchmarks.md")
     ap.add_argument("--step", choices=sorted(STEPS), help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
@@ -750,17 +871,32 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(STEPS[args.step](json.loads(args.spec))))
         return
     args.argv = " ".join(sys.argv[1:])
+    if args.code:  # the steps (child processes) import the project's code from there
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(args.code.resolve()), os.environ.get("PYTHONPATH")])
+        )
     sizes = sorted(parse_size(s) for s in args.sizes.split(","))
     pandas_max, pandas_k_max = parse_size(args.pandas_max), parse_size(args.pandas_cutoffs_max)
-    from pipeline.config import load_params
-
-    params = load_params(REPO / "params.yaml")
+    params = _params({"threads": args.threads, "memory_limit": args.memory_limit})
     windows, horizon = sorted(set(params.features.windows)), params.labels.horizon_days
     data_dir = args.data_dir.resolve()
     work = data_dir / "run"
     work.mkdir(parents=True, exist_ok=True)
     base = {"threads": args.threads, "memory_limit": args.memory_limit, "tmp": str(data_dir / "duckdb_tmp")}
     t_start = time.perf_counter()
+
+    def step(name: str, spec: dict, tag: str | None = None) -> dict:
+        """run_step, retried at the next of --retry-memory-limits while DuckDB runs out of memory."""
+        oom_at: list[str] = []
+        for limit in [args.memory_limit, *filter(None, args.retry_memory_limits.split(","))]:
+            r = run_step(name, {**spec, "memory_limit": limit}, work, args.quiet_wait, tag)
+            if not r.get("oom"):
+                break
+            oom_at.append(limit)
+        return {**r, "memory_limit": limit, "oom_at": oom_at}
+
+    for stale in work.glob("*.parquet"):
+        stale.unlink()  # outputs of an earlier run must not stand in for a failed step of this one
     print(f"load average at start: {os.getloadavg()}", flush=True)
     res: dict[int, dict] = {}
     metas: dict[int, dict] = {}
@@ -774,39 +910,42 @@ def main() -> None:
         train_cutoffs = [(last - dt.timedelta(days=7 * i)).isoformat() for i in range(args.cutoffs)][::-1]
         spec = {**base, "events": str(path)}
         label = size_label(n)
-        print(f"{label}: {meta['events']:,} events, {meta['users']:,} users, {meta['user_days']:,} user-days, "
-              f"scoring cutoff {end}, training cutoffs {train_cutoffs[0]}..{train_cutoffs[-1]}", flush=True)
-        r: dict[str, dict] = {}
-        r["reference"] = run_step("reference", spec, work)
-        r["scoring_build"] = run_step(
-            "scoring_build", {**spec, "cutoffs": [end.isoformat()], "save": str(work / f"scoring_{label}.parquet")}, work
+        print(
+            f"{label}: {meta['events']:,} events, {meta['users']:,} users, {meta['user_days']:,} user-days, "
+            f"scoring cutoff {end}, training cutoffs {train_cutoffs[0]}..{train_cutoffs[-1]}",
+            flush=True,
         )
+        r: dict[str, dict] = {}
+        r["reference"] = step("reference", spec)
+        scoring_out = work / f"scoring_{label}.parquet"
+        r["scoring_build"] = step("scoring_build", {**spec, "cutoffs": [end.isoformat()], "save": str(scoring_out)})
+        # the smallest size's training snapshots train the model of the scoring throughput step
         save = str(work / f"training_{label}.parquet") if n == sizes[0] else None
-        r["training_build"] = run_step("training_build", {**spec, "cutoffs": train_cutoffs, "save": save}, work)
+        r["training_build"] = step("training_build", {**spec, "cutoffs": train_cutoffs, "save": save})
         if n <= pandas_max:
-            out = str(work / f"pandas_{label}.parquet")
-            r["pandas"] = run_step("pandas", {**spec, "cutoffs": [end.isoformat()], "labelled": False, "save": out}, work)
-            if "error" not in r["pandas"] and "error" not in r["scoring_build"]:
-                check = _check_pandas(Path(work / f"scoring_{label}.parquet"), Path(out), windows)
+            pandas_out = work / f"pandas_{label}.parquet"
+            one = {**spec, "cutoffs": [end.isoformat()], "labelled": False, "save": str(pandas_out)}
+            r["pandas"] = step("pandas", one)
+            if pandas_out.exists() and scoring_out.exists():
+                check = _check_pandas(scoring_out, pandas_out, windows)
                 notes.append(f"{label}: {check}")
                 print(f"  {check}", flush=True)
         else:
-            notes.append(f"{label}: pandas not run (above --pandas-max {args.pandas_max}: the events alone would take "
-                         f"several GB of RAM per 20M)")
+            notes.append(f"{label}: pandas not run (above --pandas-max {args.pandas_max}: RAM)")
         if n <= pandas_k_max:
-            r["pandas_training"] = run_step("pandas", {**spec, "cutoffs": train_cutoffs, "labelled": True}, work)
+            r["pandas_training"] = step(
+                "pandas", {**spec, "cutoffs": train_cutoffs, "labelled": True}, "pandas_training"
+            )
+        else:
+            notes.append(f"{label}: pandas over the training cutoffs not run (above --pandas-cutoffs-max)")
         res[n] = r
     scorer = None
     train_file = work / f"training_{size_label(sizes[0])}.parquet"
     scored = max(sizes)
     rows_file = work / f"scoring_{size_label(scored)}.parquet"
     if train_file.exists() and rows_file.exists():
-        scorer = run_step(
-            "scorer",
-            {**base, "train": str(train_file), "rows": str(rows_file), "contacts": args.contacts,
-             "all": args.reasons_all, "as_of": metas[scored]["data_end"]},
-            work,
-        )
+        spec = {**base, "train": str(train_file), "rows": str(rows_file), "contacts": args.contacts}
+        scorer = step("scorer", {**spec, "all": args.reasons_all, "as_of": metas[scored]["data_end"]})
         scorer |= {"size": scored, "train_size": sizes[0]}
     if 100_000_000 not in sizes:
         notes.append("100M not run in this invocation (`--sizes 2M,20M,100M`; see the 100M run below if recorded)")
