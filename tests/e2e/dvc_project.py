@@ -39,3 +39,22 @@ def build_project(work: Path) -> Path:
     run_ok([dvc, "init", "--no-scm", "-q"], work)
     run_ok([dvc, "repro"], work)
     return work
+
+
+def run_winback_config(
+    config: str | Path, out: Path, cwd: Path, env: dict[str, str] | None = None, timeout: int = 1800
+) -> subprocess.CompletedProcess:
+    """`winback run --config CONFIG --out OUT` with this interpreter's scripts and a store under OUT; must succeed."""
+    full = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    full.pop("MLFLOW_TRACKING_URI", None)  # the run keeps its sqlite store under OUT
+    full.update(env or {})
+    res = subprocess.run(
+        ["winback", "run", "--config", str(config), "--out", str(out)],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from dvc_project import run_winback_config
 
 from pipeline.backtest import cutoff_metrics
 from pipeline.config import load_params
@@ -21,18 +20,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _run_config(config: str, out: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    env.pop("MLFLOW_TRACKING_URI", None)
-    res = subprocess.run(
-        ["winback", "run", "--config", config, "--out", str(out)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return res
+    return run_winback_config(config, out, cwd=REPO)
 
 
 def _check_common(out: Path, config: str) -> dict:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from dvc_project import run_winback_config
 from postgres_server import WAREHOUSE_BAD_ROWS, WAREHOUSE_DUPLICATES
 
 pytestmark = pytest.mark.e2e
@@ -30,18 +28,7 @@ def test_run_config_on_a_postgres_table(postgres_shop: dict, tmp_path: Path) -> 
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     assert server.password not in path.read_text()
     out = tmp_path / "run"
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env["WINBACK_DB_PASSWORD"] = server.password
-    res = subprocess.run(
-        ["winback", "run", "--config", str(path), "--out", str(out)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    res = run_winback_config(path, out, cwd=tmp_path, env={"WINBACK_DB_PASSWORD": server.password}, timeout=600)
     assert server.password not in res.stdout + res.stderr
 
     ingest = json.loads((out / "metrics" / "ingest.json").read_text())
