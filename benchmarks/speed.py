@@ -554,11 +554,14 @@ def step_scorer(spec: dict) -> dict:
     out["contacts"] = len(top)
     out["contact_reasons_s"] = _best(lambda: reasons(top), 3)
     out["contact_shap_s"] = _best(lambda: shap_values(booster, matrix(top, features)), 3)
+    as_of = dt.date.fromisoformat(spec["as_of"])
+    # the default list: reasons for the top ranks the contact selection walks through
+    out["list_s"] = _best(lambda: score_population(model, rows, params, as_of, "bench"), 1)
     if spec["all"]:
         out["shap_all_s"] = _best(lambda: shap_values(booster, matrix(rows, features)), 1)
         out["reasons_all_s"] = _best(lambda: reasons(rows), 1)
-        as_of = dt.date.fromisoformat(spec["as_of"])
-        out["list_all_s"] = _best(lambda: score_population(model, rows, params, as_of, "bench"), 1)
+        every = params.model_copy(update={"score": params.score.model_copy(update={"reasons_for": "all"})})
+        out["list_all_s"] = _best(lambda: score_population(model, rows, every, as_of, "bench"), 1)
     return out
 
 
@@ -760,12 +763,13 @@ def report(
             ("probabilities (matrix + predict_proba)", s["users"], s["proba_s"]),
             ("SHAP only, contact list", s["contacts"], s["contact_shap_s"]),
             ("reason codes, contact list (SHAP + top_reasons)", s["contacts"], s["contact_reasons_s"]),
+            ("whole win-back list, default (score_population, reasons_for: contact_list)", s["users"], s["list_s"]),
         ]
         if "reasons_all_s" in s:
             rows += [
                 ("SHAP only, whole base", s["users"], s["shap_all_s"]),
                 ("reason codes, whole base (SHAP + top_reasons)", s["users"], s["reasons_all_s"]),
-                ("whole win-back list (pipeline.stages.score_population)", s["users"], s["list_all_s"]),
+                ("whole win-back list, reasons_for: all (score_population)", s["users"], s["list_all_s"]),
             ]
         lines += [f"| {w} | {u:,} | {t:.3f} | {u / t:,.0f} |" for w, u, t in rows]
         lines.append("")

@@ -291,6 +291,9 @@ class ScoreParams(Strict):
     # `budget` (total action cost; None: no limit) is used, skipping users whose value at risk is
     # below `min_value_to_cost` x their action's cost (0: contact regardless of value)
     contact_capacity: int = Field(500, ge=0)
+    # who gets reason codes (SHAP is the costly part of scoring): the top ranks the contact selection
+    # walks through (at least 1,000 or 2 x contact_capacity), or every user of the list
+    reasons_for: Literal["contact_list", "all"] = "contact_list"
     budget: float | None = Field(None, ge=0)
     min_value_to_cost: float = Field(1.0, ge=0)
     # membership tier names by level; the level is the data's membership tier, or, when

@@ -47,7 +47,9 @@ def fidelity_at(model: Any, params: Params, paths: Paths, as_of: dt.date, versio
     rows = build_snapshots(con, rollup(read_events(con, paths.events)), [as_of], params, labelled=True)
     if rows.empty:
         raise WinbackError(f"no user is in the population at {as_of}")
-    lst = score_population(model, rows, params, as_of, version)
+    # every high-risk user is judged, not only the contact list's
+    every = params.model_copy(update={"score": params.score.model_copy(update={"reasons_for": "all"})})
+    lst = score_population(model, rows, every, as_of, version)
     truth = pd.read_parquet(paths.truth, columns=["user_id", "cause"]).set_index("user_id")["cause"]
     churned = rows.set_index("user_id")["churned"].astype(int)
     return {"as_of": as_of.isoformat(), **explanation_fidelity(lst, churned, truth)}

@@ -545,8 +545,12 @@ def ingest(
     out_rejects: Path,
     out_metrics: Path,
     now: pd.Timestamp | None = None,
+    spark: Any = None,
 ) -> dict:
-    """Ingest every source file and write events, rejects and metrics; on any failure write nothing."""
+    """Ingest every source file and write events, rejects and metrics; on any failure write nothing.
+
+    With a Spark session, Parquet sources are read and grouped by Spark (pipeline/spark_ingest.py).
+    """
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     if is_warehouse_url(data.source):
         from pipeline.warehouse import read_table  # Ibis and the database driver only when needed
@@ -557,7 +561,12 @@ def ingest(
         # every file's header first: a bad mapping in the last file fails before the first is read
         for path in paths:
             _column_mapping(_read_columns(path, data), data, str(path))
-        result = _combine([normalise(read_file(path, data), data, str(path), now) for path in paths])
+        if spark is not None and all(_is_parquet(p) for p in paths):
+            from pipeline.spark_ingest import read_parquet_on_spark
+
+            result = read_parquet_on_spark(spark, paths, data, now)
+        else:
+            result = _combine([normalise(read_file(path, data), data, str(path), now) for path in paths])
     metrics = result.metrics
     if metrics["accepted"] == 0:
         first = result.rejects.iloc[0] if len(result.rejects) else None

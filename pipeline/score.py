@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -102,13 +103,14 @@ def membership_tiers(rows: pd.DataFrame, sp: ScoreParams) -> np.ndarray:
     return names[level]
 
 
-def contact_selection(ranked: pd.DataFrame, sp: ScoreParams) -> tuple[np.ndarray, np.ndarray]:
-    """(selected, contact) for a list in rank order: the campaign's rank range and whom to contact.
+def contact_selection(ranked: pd.DataFrame, sp: ScoreParams) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(selected, contact, settled) for a list (or its top ranks) in rank order.
 
     A user is eligible when their value at risk covers min_value_to_cost x their action's cost.
     Walking down the ranks, eligible treatment users are contacted until contact_capacity users or
     the budget is used; `selected` marks every eligible user, treatment or holdout, down to the last
     contacted rank, so the holdout users in it are the campaign's like-for-like control group.
+    `settled` is True when the walk ended inside `ranked`, so ranks below it cannot change the result.
     """
     cost = ranked["action_cost"].to_numpy(float)
     eligible = ranked["value_at_risk"].to_numpy(float) >= sp.min_value_to_cost * cost
@@ -119,7 +121,9 @@ def contact_selection(ranked: pd.DataFrame, sp: ScoreParams) -> tuple[np.ndarray
     contact = treated & within
     last = np.flatnonzero(contact).max(initial=-1)
     selected = eligible & (np.arange(len(ranked)) <= last)
-    return selected, contact
+    # capacity and budget only run out: once a treated user is over either, every later one is too
+    settled = bool((treated & ~within).any())
+    return selected, contact, settled
 
 
 def recommended_actions(families: pd.Series, segs: np.ndarray, sp: ScoreParams) -> list[str]:
@@ -135,10 +139,16 @@ def recommended_actions(families: pd.Series, segs: np.ndarray, sp: ScoreParams) 
     return out
 
 
+Explainer = Callable[[np.ndarray], pd.DataFrame]
+# reasons are first computed for this many top ranks (at least), then for twice as many until the
+# campaign's selection (capacity, budget) is settled inside them
+FIRST_EXPLAINED = 1000
+
+
 def winback_list(
     rows: pd.DataFrame,
     proba: np.ndarray,
-    reasons: pd.DataFrame,
+    reasons: pd.DataFrame | Explainer,
     sp: ScoreParams,
     horizon_days: int,
     as_of: dt.date,
@@ -149,11 +159,14 @@ def winback_list(
 
     Calibration (isotonic) maps many raw scores onto one probability; ties are broken by the
     uncalibrated model score so the ranking keeps the model's full resolution, then by user_id.
+    `reasons` holds REASON_COLUMNS per row of `rows`, or is a function from row positions to them.
+    With `sp.reasons_for == "contact_list"` only the top ranks the campaign's selection walks
+    through are explained (their action and cost follow from the reasons); lower ranks keep null
+    reasons, action and cost. With "all" every user is explained.
     """
     p = np.asarray(proba, dtype=float)
     segs = segments(rows, p, sp)
     value = expected_value(rows, horizon_days, sp.value_model)
-    actions = recommended_actions(reasons["driver_family"], segs, sp)
     out = pd.DataFrame(
         {
             "user_id": rows["user_id"].astype(str).to_numpy(),
@@ -163,21 +176,38 @@ def winback_list(
             "expected_value": value.round(2),
             "segment": segs,
             "membership_tier": membership_tiers(rows, sp),
-            **{c: reasons[c].to_numpy() for c in REASON_COLUMNS},
-            "recommended_action": actions,
-            "action_cost": [sp.action_costs[a] for a in actions],
             "group": holdout_groups(rows["user_id"].astype(str), as_of, sp.holdout_fraction, sp.holdout_seed, segs),
             "model_version": str(model_version),
             "as_of": as_of.isoformat(),
+            "_pos": np.arange(len(rows)),
         }
     )
     key = "value_at_risk" if sp.rank_by == "value_at_risk" else "churn_probability"
-    tiebreak = np.zeros(len(out)) if raw_score is None else np.asarray(raw_score, dtype=float)
-    out["_tiebreak"] = tiebreak
+    out["_tiebreak"] = np.zeros(len(out)) if raw_score is None else np.asarray(raw_score, dtype=float)
     out = out.sort_values([key, "_tiebreak", "user_id"], ascending=[False, False, True], kind="stable")
     out = out.drop(columns="_tiebreak").reset_index(drop=True)
     out.insert(0, "rank", np.arange(1, len(out) + 1))
-    out["selected"], out["contact"] = contact_selection(out, sp)
+    explain = reasons if callable(reasons) else lambda pos: reasons.iloc[pos].reset_index(drop=True)
+    positions = out["_pos"].to_numpy()
+    n = len(out)
+    done = 0
+    parts: list[pd.DataFrame] = []
+    size = n if sp.reasons_for == "all" else min(n, max(FIRST_EXPLAINED, 2 * sp.contact_capacity))
+    while True:
+        part = explain(positions[done:size]).reset_index(drop=True)
+        part["recommended_action"] = recommended_actions(part["driver_family"], segs[positions[done:size]], sp)
+        part["action_cost"] = [sp.action_costs[a] for a in part["recommended_action"]]
+        parts.append(part[[*REASON_COLUMNS, "recommended_action", "action_cost"]])
+        done = size
+        explained = pd.concat(parts, ignore_index=True)
+        top = pd.concat([out.iloc[:done], explained], axis=1)
+        selected, contact, settled = contact_selection(top, sp)
+        if settled or done == n:
+            break
+        size = min(n, 2 * size)
+    out = out.drop(columns="_pos").join(explained)
+    out["selected"] = np.concatenate([selected, np.zeros(n - done, dtype=bool)])
+    out["contact"] = np.concatenate([contact, np.zeros(n - done, dtype=bool)])
     return out[list(LIST_COLUMNS)]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from features.catalogue import catalogue, catalogue_table
@@ -18,7 +19,7 @@ from pipeline import io, tracking
 from pipeline.build import build_snapshots, data_span, labelable_cutoffs, rollup
 from pipeline.config import Params
 from pipeline.contacts import flag_contacted
-from pipeline.engine import connect, read_events
+from pipeline.engine import connect, read_events, spark_session
 from pipeline.errors import WinbackError
 from pipeline.explain import family_totals, global_importance, plot_bar, plot_beeswarm, shap_values
 from pipeline.metrics import calibration_figure, curves
@@ -46,7 +47,10 @@ def ingest(params: Params, paths: Paths) -> dict:
     from pipeline.ingest import ingest as run_ingest
 
     contact_log = contact_files(params.data, paths.raw_contacts)  # a missing log fails before anything is written
-    metrics = run_ingest(params.data, paths.raw_events, paths.events, paths.rejects, paths.metrics("ingest"))
+    spark = spark_session(params) if params.engine == "spark" else None
+    metrics = run_ingest(
+        params.data, paths.raw_events, paths.events, paths.rejects, paths.metrics("ingest"), spark=spark
+    )
     metrics["contacts"] = ingest_contacts(params.data, contact_log, paths.events, paths.contacts, paths.contact_rejects)
     io.write_json(metrics, paths.metrics("ingest"))
     return metrics
@@ -180,10 +184,13 @@ def score_population(model: Any, rows: pd.DataFrame, params: Params, as_of: dt.d
     X = matrix(rows, features)
     booster = inner_booster(model)
     cat = {f.name: f for f in catalogue(params.features.windows)}
-    reasons = top_reasons(shap_values(booster, X), rows, features, cat)
+
+    def explain(pos: np.ndarray) -> pd.DataFrame:
+        return top_reasons(shap_values(booster, X.iloc[pos]), rows.iloc[pos], features, cat)
+
     raw = booster.predict_proba(X, raw_score=True)
     proba = model.predict_proba(X)[:, 1]
-    return winback_list(rows, proba, reasons, params.score, params.labels.horizon_days, as_of, version, raw)
+    return winback_list(rows, proba, explain, params.score, params.labels.horizon_days, as_of, version, raw)
 
 
 def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:

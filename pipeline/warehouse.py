@@ -192,9 +192,9 @@ def _derive_inputs(data: DataParams, columns: list[str]) -> list[str]:
     return [c for c in columns if c in used]
 
 
-def warehouse_query(table: Table, data: DataParams) -> Table:
+def warehouse_query(table: Table, data: DataParams, label: str | None = None) -> Table:
     """The distinct rows of the columns the mapping uses, each with its row count, computed in the warehouse."""
-    label = source_label(data)
+    label = label or source_label(data)
     schema = table.schema()
     empty = _to_pandas(schema.to_pyarrow().empty_table())
     # a bad data.derive or mapping fails here, before any row is read
@@ -232,36 +232,49 @@ def read_table(data: DataParams, now: pd.Timestamp, batch_rows: int | None = Non
     label = source_label(data)
     con = connect_warehouse(data)
     try:
-        query = warehouse_query(open_table(con, data), data)
-        results: list[IngestResult] = []
-        offset = 0
-        try:
-            for batch in _batches(con, query, batch_rows or BATCH_ROWS):
-                distinct = _to_pandas(batch)
-                counts = distinct.pop(COUNT).to_numpy(dtype="int64")
-                raw = distinct.loc[distinct.index.repeat(counts)].reset_index(drop=True)
-                result = normalise(derive_columns(raw, data, label), data, label, now)
-                result.rejects["source_row"] += offset
-                offset += len(raw)
-                results.append(result)
-        except WinbackError:
-            raise
-        except Exception as exc:  # the warehouse failed mid-query: lost connection, permissions, timeout
-            raise IngestError(
-                f"{label}: reading the table failed: {type(exc).__name__}: {_first_line(exc, expand_url(data.source))}."
-                " Nothing was written; check the table's permissions and the connection, then run again"
-            ) from exc
-        if not results:  # an empty table still goes through normalise, for its checks and zero counts
-            empty = derive_columns(
-                _to_pandas(query.schema().to_pyarrow().empty_table()).drop(columns=COUNT), data, label
-            )
-            results = [normalise(empty, data, label, now)]
+        result = read_grouped(con, open_table(con, data), data, label, now, batch_rows, expand_url(data.source))
     finally:
         disconnect = getattr(con, "disconnect", None)
         if disconnect is not None:
             disconnect()
+    result.metrics["files"] = [label]
+    return result
+
+
+def read_grouped(
+    con: BaseBackend,
+    table: Table,
+    data: DataParams,
+    label: str,
+    now: pd.Timestamp,
+    batch_rows: int | None = None,
+    url: str = "",
+) -> IngestResult:
+    """Group `table`'s rows in its engine (see warehouse_query), then normalise and quarantine them here in batches."""
+    query = warehouse_query(table, data, label)
+    results: list[IngestResult] = []
+    offset = 0
+    try:
+        for batch in _batches(con, query, batch_rows or BATCH_ROWS):
+            distinct = _to_pandas(batch)
+            counts = distinct.pop(COUNT).to_numpy(dtype="int64")
+            raw = distinct.loc[distinct.index.repeat(counts)].reset_index(drop=True)
+            result = normalise(derive_columns(raw, data, label), data, label, now)
+            result.rejects["source_row"] += offset
+            offset += len(raw)
+            results.append(result)
+    except WinbackError:
+        raise
+    except Exception as exc:  # the engine failed mid-query: lost connection, permissions, timeout, bad file
+        raise IngestError(
+            f"{label}: reading the rows failed: {type(exc).__name__}: {_first_line(exc, url)}."
+            " Nothing was written; check the source, its permissions and the connection, then run again"
+        ) from exc
+    if not results:  # an empty table still goes through normalise, for its checks and zero counts
+        empty = derive_columns(_to_pandas(query.schema().to_pyarrow().empty_table()).drop(columns=COUNT), data, label)
+        results = [normalise(empty, data, label, now)]
     combined = _combine(results)
     combined.metrics["files"] = [label]
-    # the warehouse returns groups in no set order: sort on every column so the output does not depend on it
+    # the engine returns groups in no set order: sort on every column so the output does not depend on it
     events = combined.events.sort_values(list(CANONICAL_COLUMNS), kind="stable", na_position="last")
     return IngestResult(events.reset_index(drop=True), combined.rejects, combined.metrics)

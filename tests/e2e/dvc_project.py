@@ -20,6 +20,14 @@ def project_env(workdir: Path) -> dict[str, str]:
     return env
 
 
+def assert_campaign_explained(lst) -> None:
+    """Reasons cover a top-rank prefix holding every selected user (score.reasons_for: contact_list)."""
+    explained = lst["reason_1"].notna()
+    assert explained.iloc[: min(len(lst), 1000)].all() and explained[lst["selected"]].all()
+    assert explained.tolist() == sorted(explained, reverse=True)
+    assert (lst.loc[explained, "reason_1"].str.len() > 0).all()
+
+
 def run_ok(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     res = subprocess.run(args, cwd=cwd, env=project_env(cwd), capture_output=True, text=True, timeout=1200)
     assert res.returncode == 0, f"{' '.join(args)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dvc_project import project_env, run_ok
+from dvc_project import assert_campaign_explained, project_env, run_ok
 
 from pipeline.score import LIST_COLUMNS
 
@@ -24,7 +24,7 @@ def test_list_contract(project: Path) -> None:
     assert tuple(lst.columns) == LIST_COLUMNS
     assert lst["rank"].tolist() == list(range(1, len(lst) + 1))
     assert lst["churn_probability"].between(0, 1).all()
-    assert lst["reason_1"].notna().all() and (lst["reason_1"].str.len() > 0).all()
+    assert_campaign_explained(lst)
     assert set(lst["group"]) == {"treatment", "holdout"}
     assert lst["user_id"].is_unique
     assert (lst["as_of"] == latest["as_of"]).all()

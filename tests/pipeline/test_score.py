@@ -163,3 +163,28 @@ def test_membership_tier_from_data_or_spend_bars() -> None:
     by_spend = ScoreParams(tier_names=["basic", "plus", "premium"], tier_spend_thresholds=[300.0, 900.0])
     assert membership_tiers(rows, by_spend).tolist() == ["basic", "plus", "premium", "premium"]
     assert membership_tiers(rows.drop(columns="tier"), ScoreParams()).tolist() == ["none"] * 4
+
+
+@pytest.mark.parametrize("update", [{}, {"budget": 30.0}, {"min_value_to_cost": 2.0}, {"contact_capacity": 5000}])
+def test_contact_list_reasons_explain_only_the_ranks_the_selection_needs(update: dict) -> None:
+    rows, p, reasons = _inputs(n=6000, seed=3)
+    calls: list[int] = []
+
+    def explain(pos: np.ndarray) -> pd.DataFrame:
+        calls.append(len(pos))
+        return reasons.iloc[pos].reset_index(drop=True)
+
+    sp = sp_history(**{"holdout_fraction": 0.2, "contact_capacity": 300, **update})
+    every = winback_list(rows, p, reasons, sp.model_copy(update={"reasons_for": "all"}), 60, AS_OF, "1")
+    lazy = winback_list(rows, p, explain, sp, 60, AS_OF, "1")
+    explained = lazy["reason_1"].notna()
+    # the same campaign either way; only users below the explained ranks lose their reasons and action
+    pd.testing.assert_frame_equal(lazy[explained], every[explained])
+    assert lazy[["selected", "contact"]].equals(every[["selected", "contact"]])
+    assert explained.tolist() == (lazy["rank"] <= sum(calls)).tolist()
+    assert lazy.loc[~explained, ["driver_family", "recommended_action", "action_cost"]].isna().all().all()
+    if update.get("contact_capacity") == 5000:
+        assert sum(calls) == len(rows)  # no capacity to stop at: everyone may be contacted, everyone is explained
+    else:
+        assert calls[0] == 1000 and sum(calls) < len(rows)
+    assert every["reason_1"].notna().all()
