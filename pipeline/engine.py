@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,10 @@ def spark_session(params: Params) -> Any:
     except ImportError as exc:
         raise WinbackError("engine: spark needs pyspark: pip install 'winback[spark]' (and Java 17)") from exc
     sp = params.spark
+    if not sp.remote and sp.master.startswith("local"):
+        # local Python workers (mapInPandas, UDFs) run this interpreter, which has winback's packages;
+        # PySpark's default, `python3` on PATH, may not (outside an activated virtualenv)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.remote(sp.remote) if sp.remote else SparkSession.builder.master(sp.master)
     conf = {
         "spark.sql.session.timeZone": "UTC",

@@ -219,7 +219,12 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
             f"the champion model v{version} needs features the data does not have: {missing}; "
             "retrain on this source (dvc repro) or check data.columns"
         )
-    lst = score_population(model, rows, params, as_of, version)
+    if params.engine == "spark":
+        from pipeline.spark_scoring import score_population_spark
+
+        lst = score_population_spark(con, rolled, model, f"models:/{name}/{version}", rows, params, as_of, version)
+    else:
+        lst = score_population(model, rows, params, as_of, version)
     out_dir = paths.winback_dir(as_of)
     # the scored users' features, so every reason can be checked against the user's own numbers
     io.write_parquet(rows.drop(columns=["churned", "future_revenue"], errors="ignore"), out_dir / "features.parquet")
