@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/speed.py [--sizes 2M,20M] [--cutoffs 44] [--memory-limit 2GB] [--data-dir DIR]
        [--pandas-max 20M] [--pandas-cutoffs-max 20M] [--contacts 500] [--reasons-all] [--no-write]
+       [--part-rows N] [--only training_build,...]
 
 For every size N it generates N synthetic events with DuckDB SQL straight to Parquet (cached in
 --data-dir, so each size is generated once: 100M takes about 1.5 minutes and 0.85 GB; a run with
@@ -14,8 +15,11 @@ each step in its own process (DuckDB and LightGBM threads = --threads, DuckDB me
   (a) scoring build: read_events -> rollup -> build_snapshots(labelled=False) for one cutoff (the end
       of the data, as `winback score` uses), i.e. every catalogue feature for the population,
       materialised as the pandas DataFrame build_snapshots returns;
-  (b) training build: the same rollup -> build_snapshots(labelled=True) for --cutoffs weekly cutoffs
-      ending at the last labelable one (every feature, churned and future_revenue), a DataFrame;
+  (b) training build: the same rollup -> write_snapshots for --cutoffs weekly cutoffs ending at the last
+      labelable one (every feature, churned, future_revenue and contacted), as the features stage runs it:
+      built in user ranges of at most about features.snapshot_part_rows rows (--part-rows) and written
+      part by part to one Parquet file, so only one part is in memory at a time (with --code pointing at
+      a version without write_snapshots: build_snapshots into one DataFrame, as before);
   (d) pandas: a straightforward pandas implementation of 50 of the 54 catalogue features
       (PANDAS_SKIPPED lists the rest; the run checks its values against the build's) for the same
       cutoff, from pd.read_parquet to a DataFrame, up to --pandas-max events (it needs about 9 GB
@@ -241,10 +245,12 @@ def _params(spec: dict):
     """
     import yaml
 
-    from pipeline.config import Params
+    from pipeline.config import FeatureParams, Params
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text()) or {}
     kept = {k: raw[k] for k in ("seed", "features", "labels", "train", "score") if k in raw}
+    # keys newer than the code (e.g. snapshot_part_rows for a --code version from before it) are dropped
+    kept["features"] = {k: v for k, v in kept.get("features", {}).items() if k in FeatureParams.model_fields}
     return Params.model_validate({**kept, "threads": spec["threads"], "duckdb_memory_limit": spec["memory_limit"]})
 
 
@@ -303,8 +309,45 @@ def step_scoring_build(spec: dict) -> dict:
 
 
 def step_training_build(spec: dict) -> dict:
-    """(b) Every feature and label for the training cutoffs, through the pipeline's own functions."""
-    return _build(spec, labelled=True)
+    """(b) Every feature and label for the training cutoffs, written in parts as the features stage does."""
+    try:
+        from pipeline.build import write_snapshots
+    except ImportError:  # --code: a version from before the build in parts materialised one DataFrame
+        return _build(spec, labelled=True)
+    from pipeline.build import rollup
+    from pipeline.engine import read_events
+
+    params = _params(spec)
+    if spec.get("part_rows"):
+        fp = params.features.model_copy(update={"snapshot_part_rows": spec["part_rows"]})
+        params = params.model_copy(update={"features": fp})
+    cutoffs = [dt.date.fromisoformat(c) for c in spec["cutoffs"]]
+    target = Path(spec.get("save") or Path(spec["tmp"]) / f"training_{os.getpid()}.parquet")
+    t0 = time.perf_counter()
+    con = _connect(spec, params)
+    rolled = rollup(read_events(con, spec["events"]))  # materialised (a DuckDB temp table)
+    t1 = time.perf_counter()
+    # no contact log: every row gets contacted = False, as in a run without one
+    built = write_snapshots(con, rolled, cutoffs, params, Path(spec["tmp"]) / "no-contacts.parquet", target)
+    t2 = time.perf_counter()
+    import pyarrow.parquet as pq
+
+    out = {
+        "seconds": t2 - t0,
+        "rollup_s": t1 - t0,
+        "snapshots_s": t2 - t1,
+        "rows": built["rows"],
+        "columns": len(pq.read_schema(target).names),
+        "rollup_rows": int(con.execute(rolled.count())),
+        "out_mb": target.stat().st_size / 1e6,
+        "written": True,
+        "parts": built["parts"],
+        "part_rows": params.features.snapshot_part_rows,
+        "churn_rate": built["base_rate"],
+    }
+    if not spec.get("save"):
+        target.unlink()
+    return out
 
 
 def pandas_read(path: str):
@@ -518,7 +561,11 @@ def step_scorer(spec: dict) -> dict:
 
     params = _params(spec)
     cat = {f.name: f for f in catalogue(params.features.windows)}
-    snaps = pd.read_parquet(spec["train"])
+    try:  # a file written in parts: back in (cutoff, user_id) order, as the train stage reads it
+        from pipeline.build import read_snapshots
+    except ImportError:
+        read_snapshots = pd.read_parquet
+    snaps = read_snapshots(spec["train"])
     t0 = time.perf_counter()
     trained = fit_churn_model(
         snaps,
@@ -669,6 +716,11 @@ STEP_LABELS = {
     "pandas": "(d) pandas, 1 cutoff -> DataFrame of {f} features",
     "pandas_training": "(d') pandas, {k} cutoffs -> DataFrame of {f} features + labels",
 }
+# (b) as the features stage runs it (write_snapshots); the DataFrame label is for --code versions before it
+TRAINING_WRITTEN = (
+    "(b) training build, {k} cutoffs -> one Parquet file of every feature + labels (MB on disk), "
+    "written in {p} user ranges of <= ~{r:,} rows"
+)
 
 
 def _seconds(res: dict, n: int, step: str) -> float | None:
@@ -709,7 +761,10 @@ def report(
             r = res[n].get(step)
             if r is None:
                 continue
-            label = label.format(k=args.cutoffs, f=r.get("features", len(pandas_features([7, 30, 90]))))
+            if r.get("written"):
+                label = TRAINING_WRITTEN.format(k=args.cutoffs, p=r["parts"], r=r["part_rows"])
+            else:
+                label = label.format(k=args.cutoffs, f=r.get("features", len(pandas_features([7, 30, 90]))))
             if r.get("oom_at"):
                 label += f" **(out of memory at memory_limit {', '.join(r['oom_at'])}"
                 label += ")**" if "error" in r else f"; ran at {r['memory_limit']})**"
@@ -867,6 +922,12 @@ def main() -> None:
         "--code", type=Path, help="import features/ and pipeline/ from DIR (e.g. a git archive of another commit)"
     )
     ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/benchmarks.md")
+    ap.add_argument("--part-rows", type=int, help="features.snapshot_part_rows of (b) (default: params.yaml's)")
+    ap.add_argument(
+        "--only",
+        help="comma-separated steps to run: reference, scoring_build, training_build, pandas, pandas_training, "
+        "scorer (a partial run: implies --no-write)",
+    )
     ap.add_argument("--step", choices=sorted(STEPS), help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -875,6 +936,15 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(STEPS[args.step](json.loads(args.spec))))
         return
     args.argv = " ".join(sys.argv[1:])
+    only = set(args.only.split(",")) if args.only else None
+    unknown = (only or set()) - {*STEPS, "pandas_training"}
+    if unknown:
+        ap.error(f"--only: unknown step(s) {sorted(unknown)}")
+    args.no_write = args.no_write or only is not None
+
+    def wanted(name: str) -> bool:
+        return only is None or name in only
+
     if args.code:  # the steps (child processes) import the project's code from there
         os.environ["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(args.code.resolve()), os.environ.get("PYTHONPATH")])
@@ -887,6 +957,7 @@ def main() -> None:
     work = data_dir / "run"
     work.mkdir(parents=True, exist_ok=True)
     base = {"threads": args.threads, "memory_limit": args.memory_limit, "tmp": str(data_dir / "duckdb_tmp")}
+    base["part_rows"] = args.part_rows
     t_start = time.perf_counter()
 
     def step(name: str, spec: dict, tag: str | None = None) -> dict:
@@ -920,13 +991,17 @@ def main() -> None:
             flush=True,
         )
         r: dict[str, dict] = {}
-        r["reference"] = step("reference", spec)
+        if wanted("reference"):
+            r["reference"] = step("reference", spec)
         scoring_out = work / f"scoring_{label}.parquet"
-        r["scoring_build"] = step("scoring_build", {**spec, "cutoffs": [end.isoformat()], "save": str(scoring_out)})
+        if wanted("scoring_build"):
+            scoring = {**spec, "cutoffs": [end.isoformat()], "save": str(scoring_out)}
+            r["scoring_build"] = step("scoring_build", scoring)
         # the smallest size's training snapshots train the model of the scoring throughput step
         save = str(work / f"training_{label}.parquet") if n == sizes[0] else None
-        r["training_build"] = step("training_build", {**spec, "cutoffs": train_cutoffs, "save": save})
-        if n <= pandas_max:
+        if wanted("training_build"):
+            r["training_build"] = step("training_build", {**spec, "cutoffs": train_cutoffs, "save": save})
+        if wanted("pandas") and n <= pandas_max:
             pandas_out = work / f"pandas_{label}.parquet"
             one = {**spec, "cutoffs": [end.isoformat()], "labelled": False, "save": str(pandas_out)}
             r["pandas"] = step("pandas", one)
@@ -934,20 +1009,20 @@ def main() -> None:
                 check = _check_pandas(scoring_out, pandas_out, windows)
                 notes.append(f"{label}: {check}")
                 print(f"  {check}", flush=True)
-        else:
+        elif wanted("pandas"):
             notes.append(f"{label}: pandas not run (above --pandas-max {args.pandas_max}: RAM)")
-        if n <= pandas_k_max:
+        if wanted("pandas_training") and n <= pandas_k_max:
             r["pandas_training"] = step(
                 "pandas", {**spec, "cutoffs": train_cutoffs, "labelled": True}, "pandas_training"
             )
-        else:
+        elif wanted("pandas_training"):
             notes.append(f"{label}: pandas over the training cutoffs not run (above --pandas-cutoffs-max)")
         res[n] = r
     scorer = None
     train_file = work / f"training_{size_label(sizes[0])}.parquet"
     scored = max(sizes)
     rows_file = work / f"scoring_{size_label(scored)}.parquet"
-    if train_file.exists() and rows_file.exists():
+    if train_file.exists() and rows_file.exists() and wanted("scorer"):
         spec = {**base, "train": str(train_file), "rows": str(rows_file), "contacts": args.contacts}
         scorer = step("scorer", {**spec, "all": args.reasons_all, "as_of": metas[scored]["data_end"]})
         scorer |= {"size": scored, "train_size": sizes[0]}

@@ -82,17 +82,39 @@ def history_markers(rollup: Table, pairs: Table) -> Table:
     return out.select("user_id", cutoff_day="d", **{f"h_{n}": out[n] for n in HISTORY if n != "tier"}, h_tier=tier)
 
 
-def snapshot_features(rollup: Table, pairs: Table, windows: list[int]) -> Table:
+def history_at(rollup: Table, pairs: Table, cutoff_day: int) -> Table:
+    """history_markers(rollup, pairs) when every pair has the same cutoff_day: a plain group-by over earlier days.
+
+    One cutoff needs no running values: each HISTORY value is one reduction over the user's days before it.
+    """
+    past = rollup.filter(rollup.d < cutoff_day).semi_join(pairs, "user_id")
+    h = past.group_by("user_id").aggregate(**{name: getattr(fn(past), how)() for name, (how, fn) in HISTORY.items()})
+    h = h.rename(h_user="user_id")
+    # a pair without earlier days still gets its row (all history values null), as it gets a marker
+    out = pairs.left_join(h, pairs.user_id == h.h_user)
+    tier = ibis.ifelse(out.tier.notnull(), out.tier % TIER_CODE, ibis.null("int64"))
+    return out.select("user_id", "cutoff_day", **{f"h_{n}": out[n] for n in HISTORY if n != "tier"}, h_tier=tier)
+
+
+def snapshot_features(rollup: Table, pairs: Table, windows: list[int], single_cutoff: dt.date | None = None) -> Table:
     """Every catalogue feature for every (user_id, cutoff_day) of `pairs`, from rollup days strictly before the cutoff.
 
     A feature only ever sees rows with d < cutoff_day, i.e. events with event_time < cutoff midnight UTC.
+    `single_cutoff`: the one cutoff of every pair, when the caller knows there is only one (scoring); the
+    history values then come from a plain group-by instead of running values over every rollup day.
     """
     span = longest_window(windows)
-    cutoffs = pairs.select("cutoff_day").distinct()
-    recent = rollup.join(cutoffs, (rollup.d < cutoffs.cutoff_day) & (rollup.d >= cutoffs.cutoff_day - span))
+    if single_cutoff is None:
+        cutoffs = pairs.select("cutoff_day").distinct()
+        recent = rollup.join(cutoffs, (rollup.d < cutoffs.cutoff_day) & (rollup.d >= cutoffs.cutoff_day - span))
+        marks = history_markers(rollup, pairs)
+    else:
+        day = day_number(single_cutoff)
+        recent = rollup.filter((rollup.d < day) & (rollup.d >= day - span))
+        recent = recent.mutate(cutoff_day=ibis.literal(day, "int64"))
+        marks = history_at(rollup, pairs, day)
     recent = recent.semi_join(pairs, ["user_id", "cutoff_day"])
     recent = recent.mutate(age=recent.cutoff_day - recent.d)
-    marks = history_markers(rollup, pairs)
     rollup_cols = [c for c in rollup.columns if c != "user_id"]
     history_cols = [c for c in marks.columns if c.startswith("h_")]
     schema = {**recent.schema(), **marks.schema()}

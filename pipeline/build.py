@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+from typing import Any
 
 import ibis
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from ibis.backends import BaseBackend
 from ibis.expr.types import Table
 
 from features.labels import churn_labels, future_revenue, population
 from features.rollup import user_day_rollup
 from features.windows import EPOCH, cutoff_table, snapshot_features
+from pipeline import io
 from pipeline.config import FeatureParams, LabelParams, Params
 from pipeline.errors import WinbackError
 
@@ -67,7 +72,8 @@ def build_snapshots(
     else:
         pop = population(rolled, ct, lp.lookback_days, lp.qualifying)
         pop = pop.mutate(churned=ibis.null("int8"), future_revenue=ibis.null("float64"))
-    feats = snapshot_features(rolled, pop.select("user_id", "cutoff_day"), params.features.windows)
+    one = cutoffs[0] if len(set(cutoffs)) == 1 else None  # one cutoff (scoring): history by a plain group-by
+    feats = snapshot_features(rolled, pop.select("user_id", "cutoff_day"), params.features.windows, one)
     snap = pop.join(feats, ["user_id", "cutoff_day"])
     df = con.to_pandas(snap)
     df.insert(1, "cutoff", pd.to_datetime(df.pop("cutoff_day").astype("int64"), unit="D").dt.date)
@@ -76,3 +82,83 @@ def build_snapshots(
     df["future_revenue"] = df.pop("future_revenue").astype("float64")
     df["user_id"] = df["user_id"].astype(str)
     return df.sort_values(["cutoff", "user_id"], kind="stable").reset_index(drop=True)
+
+
+# the order of build_snapshots' rows; a file written in parts is read back in it by read_snapshots
+SNAPSHOT_ORDER = ["cutoff", "user_id"]
+
+
+def user_parts(con: BaseBackend, rolled: Table, cutoffs: list[dt.date], lookback_days: int, part_rows: int) -> list:
+    """Lower user_id bounds of contiguous user ranges of at most about `part_rows` snapshot rows each.
+
+    A user can be in the population only at the cutoffs in (first rollup day, last rollup day + lookback];
+    those counts (an upper bound of the user's snapshot rows), summed in user_id order, cut the users into
+    ranges. All of it runs in the engine: no list of users is fetched, only one bound per range. Range i is
+    [bounds[i], bounds[i + 1]); the first one has no lower bound and the last no upper one.
+    """
+    ct = cutoff_table(cutoffs)
+    span = rolled.group_by("user_id").aggregate(lo=rolled.d.min(), hi=rolled.d.max())
+    j = span.join(ct, (ct.cutoff_day > span.lo) & (ct.cutoff_day <= span.hi + lookback_days))
+    n = j.group_by("user_id").aggregate(n=j.count())
+    upto = n.n.sum().over(ibis.cumulative_window(order_by="user_id"))
+    parts = n.mutate(part=(upto - n.n) // part_rows)
+    bounds = parts.group_by("part").aggregate(lo=parts.user_id.min()).order_by("part")
+    return con.to_pandas(bounds)["lo"].tolist()
+
+
+def write_snapshots(
+    con: BaseBackend, rolled: Table, cutoffs: list[dt.date], params: Params, contacts_path: Path, target: Path
+) -> dict[str, Any]:
+    """Labelled snapshots with `contacted` (as build_snapshots + flag_contacted) to one Parquet file, in parts.
+
+    The users are cut into contiguous user_id ranges of at most about `features.snapshot_part_rows` rows
+    (user_parts); every feature and label is per user, so building each range on its own gives exactly
+    the rows of the whole. Only one part is in memory at a time. Rows come out in (user range, cutoff,
+    user_id) order: read the file with read_snapshots. The file is replaced atomically: a failure leaves
+    the previous one. Returns rows, users, base_rate, contacted_rows and parts.
+    """
+    from pipeline.contacts import flag_contacted
+
+    lows = user_parts(con, rolled, cutoffs, params.labels.lookback_days, params.features.snapshot_part_rows)
+    ranges = [(lows[i] if i else None, lows[i + 1] if i + 1 < len(lows) else None) for i in range(len(lows))]
+    ranges = ranges or [(None, None)]  # no user can be in the population: one (empty) part
+    totals = {"rows": 0, "users": 0, "churned": 0, "labelled": 0, "contacted_rows": 0}
+    writer: pq.ParquetWriter | None = None
+    empty: pd.DataFrame | None = None
+    with io.atomic_path(target) as tmp:
+        try:
+            for lo, hi in ranges:
+                part = rolled if lo is None else rolled.filter(rolled.user_id >= lo)
+                part = part if hi is None else part.filter(part.user_id < hi)
+                snap = build_snapshots(con, part, cutoffs, params, labelled=True)
+                snap = flag_contacted(con, snap, contacts_path, params.labels.horizon_days)
+                totals["rows"] += len(snap)
+                totals["users"] += int(snap["user_id"].nunique())  # the ranges are disjoint
+                totals["churned"] += int(snap["churned"].sum())
+                totals["labelled"] += int(snap["churned"].count())
+                totals["contacted_rows"] += int(snap["contacted"].sum())
+                if snap.empty:
+                    empty = snap if empty is None else empty
+                    continue
+                if writer is None:  # the first rows fix the schema; later parts are cast to it
+                    table = pa.Table.from_pandas(snap, preserve_index=False)
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                else:
+                    table = pa.Table.from_pandas(snap, schema=writer.schema, preserve_index=False)
+                del snap
+                writer.write_table(table)
+                del table
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None and empty is not None:
+            empty.to_parquet(tmp, index=False)  # no rows at all: an empty file with the columns
+    base_rate = totals.pop("churned") / totals["labelled"] if totals["labelled"] else float("nan")
+    totals.pop("labelled")
+    return {**totals, "base_rate": base_rate, "parts": len(ranges)}
+
+
+def read_snapshots(path: str | Path) -> pd.DataFrame:
+    """The snapshots file in build_snapshots' (cutoff, user_id) order, whatever order its parts were written in."""
+    df = pd.read_parquet(path)
+    return df.sort_values(SNAPSHOT_ORDER, kind="stable", ignore_index=True)

@@ -156,15 +156,14 @@ def tune(
     write: Annotated[bool, typer.Option("--write", help="write the best values into the params file")] = False,
 ) -> None:
     """Tune LightGBM on the time-ordered validation cutoff (trials logged to MLflow as nested runs)."""
-    import pandas as pd
-
     from pipeline import tracking
+    from pipeline.build import read_snapshots
     from pipeline.tune import tune as run_tune
     from pipeline.tune import write_params
 
     def run(p: Params, paths: Paths) -> Any:
         tracking.setup(p.mlflow)
-        return run_tune(pd.read_parquet(paths.snapshots), p, trials)
+        return run_tune(read_snapshots(paths.snapshots), p, trials)
 
     best, loss = _run(run, params, root)
     console.print(f"best validation log loss {loss:.4f} with {best}")

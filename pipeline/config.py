@@ -193,6 +193,11 @@ class FeatureParams(Strict):
     first_cutoff: dt.date | None = None
     last_cutoff: dt.date | None = None
     windows: list[int] = Field(default_factory=lambda: [7, 30, 90])
+    # the training build (features stage) builds and writes the snapshots in parts of at most about this
+    # many rows (contiguous user ranges), so its memory does not grow with the data: a part of 100k rows
+    # is a ~50 MB frame and adds ~0.4 GB at its peak (DuckDB's working memory included); smaller parts
+    # use less memory and take a little longer (a fixed cost of ~1 s each)
+    snapshot_part_rows: int = Field(100_000, ge=1)
 
     @field_validator("windows")
     @classmethod

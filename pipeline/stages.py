@@ -16,9 +16,8 @@ from features.kpis import churn_rate_per_cutoff, cohort_retention, retention_kpi
 from features.labels import churn_labels
 from features.windows import cutoff_table, day_number
 from pipeline import io, tracking
-from pipeline.build import build_snapshots, data_span, labelable_cutoffs, rollup
+from pipeline.build import build_snapshots, data_span, labelable_cutoffs, read_snapshots, rollup, write_snapshots
 from pipeline.config import Params
-from pipeline.contacts import flag_contacted
 from pipeline.engine import connect, read_events, spark_session
 from pipeline.errors import WinbackError
 from pipeline.explain import family_totals, global_importance, plot_bar, plot_beeswarm, shap_values
@@ -63,17 +62,13 @@ def features(params: Params, paths: Paths) -> dict:
     rolled = rollup(events)
     first, end = data_span(con, rolled)
     cutoffs = labelable_cutoffs(first, end, params.features, params.labels)
-    snap = build_snapshots(con, rolled, cutoffs, params, labelled=True)
-    snap = flag_contacted(con, snap, paths.contacts, params.labels.horizon_days)
-    io.write_parquet(snap, paths.snapshots)
+    # built and written in user ranges (features.snapshot_part_rows), so memory does not grow with the data
+    built = write_snapshots(con, rolled, cutoffs, params, paths.contacts, paths.snapshots)
     summary = {
         "data_first_day": first.isoformat(),
         "data_end": end.isoformat(),
         "cutoffs": len(cutoffs),
-        "rows": len(snap),
-        "users": int(snap["user_id"].nunique()),
-        "base_rate": float(snap[LABEL].mean()),
-        "contacted_rows": int(snap["contacted"].sum()),
+        **{k: built[k] for k in ("rows", "users", "base_rate", "contacted_rows")},
     }
     io.write_json(summary, paths.metrics("features"))
     lp = params.labels
@@ -84,7 +79,7 @@ def features(params: Params, paths: Paths) -> dict:
 
 def train(params: Params, paths: Paths) -> dict:
     """Fit LightGBM on closed labels, early-stop on a later slice, calibrate on a later one, log to MLflow."""
-    snap = pd.read_parquet(paths.snapshots)
+    snap = read_snapshots(paths.snapshots)
     candidates = [f.name for f in catalogue(params.features.windows)]
     tm = fit_churn_model(snap, candidates, params.labels.horizon_days, params.train, params.seed, params.threads)
     tracking.setup(params.mlflow)
@@ -116,7 +111,7 @@ def evaluate(params: Params, paths: Paths) -> dict:
     from pipeline.promotion import decide
 
     info = json.loads(paths.train_info.read_text())
-    snap = pd.read_parquet(paths.snapshots)
+    snap = read_snapshots(paths.snapshots)
     model = tracking.load_model(info["model_uri"])
     preds, long = run_backtest(snap, params, model)
     io.write_parquet(preds, paths.predictions)
@@ -154,7 +149,7 @@ def evaluate(params: Params, paths: Paths) -> dict:
 def explain(params: Params, paths: Paths, max_rows: int = 5000) -> dict:
     """Global SHAP importance (bar, beeswarm, per-family totals) on the test snapshot, logged to MLflow."""
     info = json.loads(paths.train_info.read_text())
-    snap = pd.read_parquet(paths.snapshots)
+    snap = read_snapshots(paths.snapshots)
     test = rows_at(snap, dt.date.fromisoformat(info["split"]["test"]))
     test = test.sample(n=min(max_rows, len(test)), random_state=params.seed).sort_index()
     model = tracking.load_model(info["model_uri"])
