@@ -57,7 +57,9 @@ class SnapshotContext:
         if days is None and where is None:
             return self.history(f"sum_{column}").fill_null(0).cast("float64")
         cond = self.within(days) if where is None else where
-        return self.rows[column].sum(where=cond).fill_null(0).cast("float64")
+        # a CASE rather than sum(where=): DuckDB's FILTER slices every input column per aggregate
+        value = self.rows[column]
+        return ibis.ifelse(cond, value, ibis.null(value.type())).sum().fill_null(0).cast("float64")
 
     def sum_fixed(self, column: str, days: int | None = None) -> ibis.Expr:
         """Sum of a fixed-point rollup column (revenue, delays, ratings) in its natural unit."""
@@ -68,7 +70,7 @@ class SnapshotContext:
         if days is None and where is None:
             raise ValueError("active_days needs a window: all-history counts are history() values")
         cond = self.within(days) if where is None else where
-        return self.rows.count(where=cond).cast("float64")
+        return ibis.ifelse(cond, ibis.literal(1, "int8"), ibis.null("int8")).count().cast("float64")
 
     def _cutoff_ts(self) -> ibis.Expr:
         return (self.rows.cutoff_day * SECONDS_PER_DAY).max()

@@ -29,7 +29,7 @@ SIDE_COLUMNS: dict[str, str] = {
 
 
 @ibis.udf.scalar.builtin(name="epoch")
-def _duckdb_epoch(ts: dt.Timestamp(timezone="UTC")) -> float:  # type: ignore[empty-body]
+def _duckdb_epoch(ts: dt.Timestamp(timezone="UTC")) -> float:
     """DuckDB's epoch(TIMESTAMPTZ): seconds since 1970-01-01 UTC, with the microseconds."""
 
 

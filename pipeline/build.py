@@ -57,10 +57,8 @@ def rollup(events: Table) -> Table:
     return user_day_rollup(events).cache()
 
 
-def build_snapshots(
-    con: BaseBackend, rolled: Table, cutoffs: list[dt.date], params: Params, labelled: bool = True
-) -> pd.DataFrame:
-    """One row per (user in the population, cutoff): features, `churned` and `future_revenue` (null if unlabelled)."""
+def snapshot_table(rolled: Table, cutoffs: list[dt.date], params: Params, labelled: bool = True) -> Table:
+    """The expression build_snapshots collects: user_id, cutoff_day, churned, future_revenue and every feature."""
     ct = cutoff_table(cutoffs)
     lp = params.labels
     if labelled:
@@ -74,8 +72,14 @@ def build_snapshots(
         pop = pop.mutate(churned=ibis.null("int8"), future_revenue=ibis.null("float64"))
     one = cutoffs[0] if len(set(cutoffs)) == 1 else None  # one cutoff (scoring): history by a plain group-by
     feats = snapshot_features(rolled, pop.select("user_id", "cutoff_day"), params.features.windows, one)
-    snap = pop.join(feats, ["user_id", "cutoff_day"])
-    df = con.to_pandas(snap)
+    return pop.join(feats, ["user_id", "cutoff_day"])
+
+
+def build_snapshots(
+    con: BaseBackend, rolled: Table, cutoffs: list[dt.date], params: Params, labelled: bool = True
+) -> pd.DataFrame:
+    """One row per (user in the population, cutoff): features, `churned` and `future_revenue` (null if unlabelled)."""
+    df = con.to_pandas(snapshot_table(rolled, cutoffs, params, labelled))
     df.insert(1, "cutoff", pd.to_datetime(df.pop("cutoff_day").astype("int64"), unit="D").dt.date)
     label = df.pop("churned")
     df["churned"] = label.astype("Int8")

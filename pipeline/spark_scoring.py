@@ -29,8 +29,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
 
 from features.catalogue import catalogue
-from features.labels import population
-from features.windows import cutoff_table, snapshot_features
+from pipeline.build import snapshot_table
 from pipeline.config import Params
 from pipeline.errors import WinbackError
 from pipeline.explain import shap_values
@@ -57,10 +56,7 @@ def snapshot_frame(con: BaseBackend, rolled: Table, as_of: dt.date, params: Para
     snapshot features), as the temporary view `view` (create_view also registers the in-memory
     cutoff table), read back as a pyspark DataFrame without leaving Spark.
     """
-    lp = params.labels
-    pop = population(rolled, cutoff_table([as_of]), lp.lookback_days, lp.qualifying)
-    feats = snapshot_features(rolled, pop.select("user_id", "cutoff_day"), params.features.windows)
-    snap = pop.join(feats, ["user_id", "cutoff_day"]).drop("cutoff_day")
+    snap = snapshot_table(rolled, [as_of], params, labelled=False).drop("cutoff_day", "churned", "future_revenue")
     snap = snap.mutate(user_id=snap.user_id.cast("string"))
     con.create_view(view, snap, overwrite=True)
     return con.raw_sql(f"SELECT * FROM `{view}`")
