@@ -121,8 +121,10 @@ def write_snapshots(
     user_id) order: read the file with read_snapshots. The file is replaced atomically: a failure leaves
     the previous one. Returns rows, users, base_rate, contacted_rows and parts.
     """
-    from pipeline.contacts import flag_contacted
+    from pipeline.contacts import contacted_keys, flag_contacted
 
+    # the contact log is read once for every cutoff, not once per part
+    keys = contacted_keys(con, contacts_path, cutoffs, params.labels.horizon_days)
     lows = user_parts(con, rolled, cutoffs, params.labels.lookback_days, params.features.snapshot_part_rows)
     ranges = [(lows[i] if i else None, lows[i + 1] if i + 1 < len(lows) else None) for i in range(len(lows))]
     ranges = ranges or [(None, None)]  # no user can be in the population: one (empty) part
@@ -135,7 +137,7 @@ def write_snapshots(
                 part = rolled if lo is None else rolled.filter(rolled.user_id >= lo)
                 part = part if hi is None else part.filter(part.user_id < hi)
                 snap = build_snapshots(con, part, cutoffs, params, labelled=True)
-                snap = flag_contacted(con, snap, contacts_path, params.labels.horizon_days)
+                snap = flag_contacted(con, snap, contacts_path, params.labels.horizon_days, keys)
                 totals["rows"] += len(snap)
                 totals["users"] += int(snap["user_id"].nunique())  # the ranges are disjoint
                 totals["churned"] += int(snap["churned"].sum())

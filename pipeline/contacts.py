@@ -260,24 +260,32 @@ def read_contacts(path: Path) -> pd.DataFrame:
     return pq.read_table(path).to_pandas()
 
 
-def flag_contacted(con: Any, snap: pd.DataFrame, contacts_path: Path, horizon_days: int) -> pd.DataFrame:
+def contacted_keys(con: Any, contacts_path: Path, cutoffs: list, horizon_days: int) -> pd.MultiIndex:
+    """(user_id, cutoff) pairs whose outcome a logged contact may have changed; empty without a log."""
+    from features.contacts import contacted_rows
+    from features.windows import EPOCH, cutoff_table
+
+    path = Path(contacts_path)
+    if not len(cutoffs) or not path.exists() or pq.read_metadata(path).num_rows == 0:
+        return pd.MultiIndex.from_arrays([[], []])
+    contacts = con.read_parquet(str(path))
+    pairs = con.to_pandas(contacted_rows(contacts, cutoff_table(sorted(cutoffs)), horizon_days))
+    days = pd.to_timedelta(pairs["cutoff_day"].astype("int64"), unit="D")
+    return pd.MultiIndex.from_arrays([pairs["user_id"].astype(str), (pd.Timestamp(EPOCH) + days).dt.date])
+
+
+def flag_contacted(
+    con: Any, snap: pd.DataFrame, contacts_path: Path, horizon_days: int, keys: pd.MultiIndex | None = None
+) -> pd.DataFrame:
     """`snap` with a boolean `contacted`: rows whose outcome a logged contact may have changed.
 
     The rule is features/contacts.py::contacted_rows (a contact in [cutoff - horizon, cutoff + horizon)).
     `contacted` is not a feature: training reads it only to exclude or down-weight rows (train.contacted).
+    `keys`: contacted_keys computed once for many parts of the snapshots (by default, for `snap`'s cutoffs).
     """
-    from features.contacts import contacted_rows
-    from features.windows import EPOCH, cutoff_table
-
     snap = snap.copy()
-    path = Path(contacts_path)
-    if snap.empty or not path.exists() or pq.read_metadata(path).num_rows == 0:
-        snap["contacted"] = False
-        return snap
-    contacts = con.read_parquet(str(path))
-    pairs = con.to_pandas(contacted_rows(contacts, cutoff_table(sorted(snap["cutoff"].unique())), horizon_days))
-    days = pd.to_timedelta(pairs["cutoff_day"].astype("int64"), unit="D")
-    tainted = pd.MultiIndex.from_arrays([pairs["user_id"].astype(str), (pd.Timestamp(EPOCH) + days).dt.date])
-    keys = pd.MultiIndex.from_arrays([snap["user_id"].astype(str), snap["cutoff"]])
-    snap["contacted"] = keys.isin(tainted)
+    if keys is None:
+        keys = contacted_keys(con, contacts_path, list(snap["cutoff"].unique()), horizon_days)
+    rows = pd.MultiIndex.from_arrays([snap["user_id"].astype(str), snap["cutoff"]])
+    snap["contacted"] = rows.isin(keys)
     return snap
