@@ -18,10 +18,10 @@ from features.rollup import user_day_rollup
 from features.windows import EPOCH, cutoff_table, snapshot_features
 from pipeline import io
 from pipeline.config import FeatureParams, LabelParams, Params
-from pipeline.errors import WinbackError
+from pipeline.errors import InputError
 
 
-class ScheduleError(WinbackError, ValueError):
+class ScheduleError(InputError, ValueError):
     """The data span cannot support the requested cutoffs; the message says which param to change."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import logging
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from rich.console import Console
 
 from pipeline import stages
 from pipeline.config import Params, load_params
-from pipeline.errors import WinbackError
+from pipeline.errors import ExitCode, WinbackError
 from pipeline.paths import Paths
 from pipeline.run import params_for_output
 
@@ -23,9 +24,8 @@ console = Console(stderr=True)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read")]
 RootOpt = Annotated[Path, typer.Option("--root", help="directory the stage reads from and writes to")]
-
-# exit codes: 1 unexpected error, 2 bad configuration or input
-EXIT_BAD_INPUT = 2
+# OS errors that mean "the output cannot be written here" rather than a bug
+OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
 
 
 def _run(stage: Callable[..., Any], params_path: Path, root: Path, **kwargs: Any) -> Any:
@@ -36,7 +36,16 @@ def _run(stage: Callable[..., Any], params_path: Path, root: Path, **kwargs: Any
         return stage(params, Paths(root), **kwargs)
     except WinbackError as exc:
         console.print(f"[bold red]winback {stage.__name__} failed:[/] {exc}")
-        raise typer.Exit(EXIT_BAD_INPUT) from exc
+        raise typer.Exit(exc.exit_code) from exc
+    except OSError as exc:
+        if exc.errno not in OUTPUT_ERRNOS:
+            raise
+        # writes go to a temporary file first: the failed one is removed, the last good output stays
+        console.print(
+            f"[bold red]winback {stage.__name__} failed:[/] cannot write {exc.filename or 'an output'}: "
+            f"{exc.strerror}; free space or fix permissions and run it again (the previous output is unchanged)"
+        )
+        raise typer.Exit(ExitCode.OUTPUT) from exc
 
 
 def _show(result: Any) -> None:

@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from features.events import ALL_ROLES, CANONICAL_COLUMNS
-from pipeline.errors import WinbackError
+from pipeline.errors import ExitCode, WinbackError
 
 # derived columns are added to each source frame under this prefix, which no real column uses
 DERIVED_PREFIX = "=derived:"
@@ -367,6 +367,8 @@ class Params(Strict):
 
 class ConfigError(WinbackError, ValueError):
     """params.yaml is unreadable or invalid; the message says which key and how to fix it."""
+
+    exit_code = ExitCode.CONFIG
 
 
 def _describe(err: ValidationError, path: Path) -> str:

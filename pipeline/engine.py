@@ -12,8 +12,7 @@ import ibis
 from ibis.backends import BaseBackend
 from ibis.expr.types import Table
 
-from pipeline.config import Params
-from pipeline.errors import WinbackError
+from pipeline.config import ConfigError, Params
 
 
 def spark_session(params: Params) -> Any:
@@ -25,7 +24,7 @@ def spark_session(params: Params) -> Any:
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:
-        raise WinbackError("engine: spark needs pyspark: pip install 'winback[spark]' (and Java 17)") from exc
+        raise ConfigError("engine: spark needs pyspark: pip install 'winback[spark]' (and Java 17)") from exc
     sp = params.spark
     if not sp.remote and sp.master.startswith("local"):
         # local Python workers (mapInPandas, UDFs) run this interpreter, which has winback's packages;
@@ -45,7 +44,7 @@ def spark_session(params: Params) -> Any:
     try:
         return builder.getOrCreate()
     except Exception as exc:  # no Java, a wrong master URL, an unreachable cluster
-        raise WinbackError(f"cannot start Spark ({sp.remote or sp.master}): {exc}") from exc
+        raise ConfigError(f"cannot start Spark ({sp.remote or sp.master}): {exc}") from exc
 
 
 def connect(params: Params) -> BaseBackend:

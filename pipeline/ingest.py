@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from features.events import ALL_ROLES, CANONICAL_COLUMNS, OPTIONAL_COLUMNS, OTHER, REQUIRED_COLUMNS
 from pipeline.config import DERIVED_PREFIX, DataParams, is_warehouse_url
-from pipeline.errors import WinbackError
+from pipeline.errors import InputError
 from pipeline.io import write_csv, write_json, write_parquet
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -82,7 +82,7 @@ EVENTS_SCHEMA = pa.DataFrameSchema(
 SORT_KEYS = ["user_id", "event_time", "event_type"]
 
 
-class IngestError(WinbackError):
+class IngestError(InputError):
     """The raw source cannot be ingested; the message names the file, the column and how to fix it."""
 
 

@@ -19,7 +19,7 @@ from pipeline import io, tracking
 from pipeline.build import build_snapshots, data_span, labelable_cutoffs, read_snapshots, rollup, write_snapshots
 from pipeline.config import Params
 from pipeline.engine import connect, read_events, spark_session
-from pipeline.errors import WinbackError
+from pipeline.errors import InputError, ModelError
 from pipeline.explain import family_totals, global_importance, plot_bar, plot_beeswarm, shap_values
 from pipeline.metrics import calibration_figure, curves
 from pipeline.paths import Paths
@@ -194,7 +194,7 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
     name = params.mlflow.model_name
     version = tracking.alias_version(client, name, "champion")
     if version is None:
-        raise WinbackError(
+        raise ModelError(
             f"no model registered as {name}@champion in {tracking.tracking_uri(params.mlflow)}: "
             "run `dvc repro` (train + evaluate) first, or promote a version"
         )
@@ -206,11 +206,11 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
     as_of = as_of or params.score.as_of or end
     rows = build_snapshots(con, rolled, [as_of], params, labelled=False)
     if rows.empty:
-        raise WinbackError(f"no user is in the population at {as_of} (lookback {params.labels.lookback_days} days)")
+        raise InputError(f"no user is in the population at {as_of} (lookback {params.labels.lookback_days} days)")
     features = model_feature_names(model)
     missing = sorted(set(features) - set(rows.columns))
     if missing:
-        raise WinbackError(
+        raise ModelError(
             f"the champion model v{version} needs features the data does not have: {missing}; "
             "retrain on this source (dvc repro) or check data.columns"
         )

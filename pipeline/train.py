@@ -13,7 +13,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 
 from pipeline.config import TrainParams
-from pipeline.errors import WinbackError
+from pipeline.errors import InputError
 from pipeline.metrics import classification_metrics
 
 LABEL = "churned"
@@ -63,7 +63,7 @@ def time_split(cutoffs: list[dt.date], horizon_days: int, max_train_cutoffs: int
     train = _latest_closed_by(val, val[-1], horizon_days) if val else []
     if not train:
         span = 2 * horizon_days
-        raise WinbackError(
+        raise InputError(
             f"not enough labelable history: the time split needs training cutoffs at least {span} days "
             f"before the last labelable cutoff {test} (have {cutoffs[0]}..{test}); use more data, "
             "a shorter labels.horizon_days, or an earlier features.first_cutoff"

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from dvc_project import assert_campaign_explained, project_env, run_ok
 
+from pipeline.errors import ExitCode
 from pipeline.score import LIST_COLUMNS
 
 # `project` (the pipeline run once through `dvc repro`) comes from conftest.py
@@ -82,7 +83,7 @@ def test_score_another_date_from_the_command_line(project: Path) -> None:
 def test_scoring_without_a_champion_fails_with_a_clear_message(project: Path, tmp_path: Path) -> None:
     env = project_env(project) | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
     res = subprocess.run(["bin/winback", "score"], cwd=project, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 2
+    assert res.returncode == ExitCode.MODEL
     assert "winback-churn@champion" in " ".join((res.stdout + res.stderr).split())
 
 

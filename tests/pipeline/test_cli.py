@@ -8,6 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.errors import ExitCode
 
 runner = CliRunner()
 
@@ -44,7 +45,7 @@ def test_mapping_to_a_missing_column_fails_naming_it_and_writes_nothing(tmp_path
     project = _project(tmp_path, {"user_id": "customer", "event_time": "timestamp", "event_type": "kind"})
     monkeypatch.chdir(project)
     res = _invoke(project, "ingest")
-    assert res.exit_code == 2
+    assert res.exit_code == ExitCode.INPUT
     text = " ".join(res.output.split())
     assert "events.csv" in text and "'timestamp'" in text and "data.columns.event_time" in text
     assert not (project / "data").exists() and not (project / "metrics").exists()

@@ -19,6 +19,7 @@ from pipeline.campaign import read_list
 from pipeline.cli import app
 from pipeline.config import CampaignParams, GenerateParams, Params
 from pipeline.engine import connect, read_events
+from pipeline.errors import ExitCode
 from pipeline.measure import (
     compare,
     contacts_in_window,
@@ -263,7 +264,7 @@ def test_measure_refuses_before_the_horizon_has_passed(shop: tuple[Params, Paths
     io.write_parquet(lst, tmp_path / "winback.parquet")
     where = ["--params", str(paths.root / "params.yaml"), "--root", str(paths.root)]
     res = runner.invoke(app, ["measure", "--list", str(tmp_path / "winback.parquet"), *where])
-    assert res.exit_code == 2
+    assert res.exit_code == ExitCode.INPUT
     text = " ".join(res.output.split())
     assert "horizon not passed: data ends 2026-07-01, need 2026-07-31" in text
     assert not (tmp_path / "measure.json").exists()
