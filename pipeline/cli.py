@@ -100,11 +100,18 @@ def score(
     as_of: Annotated[
         dt.datetime | None, typer.Option("--as-of", formats=["%Y-%m-%d"], help="scoring date (default: params)")
     ] = None,
+    force: Annotated[
+        str | None,
+        typer.Option("--force", metavar="REASON", help="publish although a guard fails; the reason is recorded"),
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
 ) -> None:
-    """Score the population at a date with @champion into the win-back list."""
-    summary = _run(stages.score, params, root, as_of=as_of.date() if as_of else None)
+    """Score the population at a date with @champion into the win-back list, published atomically."""
+    if force is not None and not force.strip():
+        console.print("[bold red]--force needs a reason[/], e.g. --force 'new tracking code, drift expected'")
+        raise typer.Exit(ExitCode.CONFIG)
+    summary = _run(stages.score, params, root, as_of=as_of.date() if as_of else None, force=force)
     out_dir = Paths(root).winback_dir(dt.date.fromisoformat(summary["as_of"]))
     console.print(f"win-back list: {out_dir / 'winback.csv'} ({summary['users']} users)")
 
@@ -179,6 +186,62 @@ def tune(
     if write:
         write_params(params, best)
         console.print(f"written to {params}")
+
+
+ReasonOpt = Annotated[str, typer.Option("--reason", help="why: recorded in the audit log (models/audit.jsonl)")]
+
+
+def _reason(reason: str) -> str:
+    if not reason.strip():
+        console.print("[bold red]--reason must say why[/], e.g. --reason 'v7 wins the backtest; ECE checked'")
+        raise typer.Exit(ExitCode.CONFIG)
+    return reason.strip()
+
+
+def _moved(entry: dict[str, Any], root: Path) -> None:
+    console.print(f"v{entry['version']} is @champion (was v{entry['previous_champion']})")
+    console.print(f"audit log: {Paths(root).audit_log}")
+
+
+@app.command()
+def promote(
+    reason: ReasonOpt,
+    version: Annotated[str | None, typer.Option(help="registered version to promote (default: @challenger)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+) -> None:
+    """Make a version @champion if it beats the champion on its test cutoff and passes the calibration bar."""
+    from pipeline.build import read_snapshots
+    from pipeline.promotion import promote as run_promote
+
+    reason = _reason(reason)
+
+    def promote(p: Params, paths: Paths) -> Any:
+        return run_promote(p, read_snapshots(paths.snapshots), paths.audit_log, version, reason)
+
+    entry = _run(promote, params, root)
+    _moved(entry, root)
+
+
+@app.command()
+def rollback(
+    reason: ReasonOpt,
+    to_version: Annotated[
+        str | None, typer.Option(help="version to make @champion (default: the champion before the current one)")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+) -> None:
+    """Move @champion back to the previous champion (or --to-version), recorded in the audit log."""
+    from pipeline.promotion import rollback as run_rollback
+
+    reason = _reason(reason)
+
+    def rollback(p: Params, paths: Paths) -> Any:
+        return run_rollback(p, paths.audit_log, to_version, reason)
+
+    entry = _run(rollback, params, root)
+    _moved(entry, root)
 
 
 ListOpt = Annotated[str, typer.Option("--list", help="the list's date (outputs/winback/DATE/) or a list file")]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+# a published list's directory name: its as_of date
+LIST_DIR = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,11 @@ class Paths:
         return self._p("models", "champion.json")
 
     @property
+    def audit_log(self) -> Path:
+        """models/audit.jsonl: every move of @champion (and refused promotion) with who, when, metrics, reason."""
+        return self._p("models", "audit.jsonl")
+
+    @property
     def predictions(self) -> Path:
         return self._p("data", "evaluate", "predictions.parquet")
 
@@ -86,15 +95,22 @@ class Paths:
 
     def winback_dir(self, as_of: dt.date) -> Path:
         """outputs/winback/<as_of>/"""
-        return self._p("outputs", "winback", as_of.isoformat())
+        return self.lists_root / as_of.isoformat()
 
     def previous_list(self, as_of: dt.date) -> Path | None:
         """The most recent published win-back list strictly before `as_of`, if any."""
-        root = self._p("outputs", "winback")
+        root = self.lists_root
         dates = sorted(
-            d.name for d in root.glob("*") if d.name < as_of.isoformat() and (d / "winback.parquet").exists()
+            d.name
+            for d in root.glob("*")
+            if LIST_DIR.fullmatch(d.name) and d.name < as_of.isoformat() and (d / "winback.parquet").exists()
         )
         return root / dates[-1] / "winback.parquet" if dates else None
+
+    @property
+    def lists_root(self) -> Path:
+        """outputs/winback/: one published directory (a symlink) per list date, plus the run log."""
+        return self._p("outputs", "winback")
 
     @property
     def latest_score(self) -> Path:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +17,14 @@ from features.catalogue import catalogue, catalogue_table
 from features.kpis import churn_rate_per_cutoff, cohort_retention, retention_kpis
 from features.labels import churn_labels
 from features.windows import cutoff_table, day_number
-from pipeline import io, tracking
+from pipeline import drift, guards, io, publish, tracking
 from pipeline.build import build_snapshots, data_span, labelable_cutoffs, read_snapshots, rollup, write_snapshots
 from pipeline.config import Params
 from pipeline.engine import connect, read_events, spark_session
-from pipeline.errors import InputError, ModelError
+from pipeline.errors import GuardError, InputError, ModelError, WinbackError
 from pipeline.explain import family_totals, global_importance, plot_bar, plot_beeswarm, shap_values
 from pipeline.metrics import calibration_figure, curves
-from pipeline.paths import Paths
+from pipeline.paths import LIST_DIR, Paths
 from pipeline.reasons import top_reasons
 from pipeline.score import compare_lists, list_summary, winback_list
 from pipeline.train import LABEL, fit_churn_model, inner_booster, matrix, model_feature_names, rows_at
@@ -83,7 +85,10 @@ def train(params: Params, paths: Paths) -> dict:
     candidates = [f.name for f in catalogue(params.features.windows)]
     tm = fit_churn_model(snap, candidates, params.labels.horizon_days, params.train, params.seed, params.threads)
     tracking.setup(params.mlflow)
-    run_id, info = tracking.log_training(tm, params, catalogue_table(params.features.windows), snap)
+    # what scoring runs compare their population with (PSI guards): the rows the model was fitted on
+    fitted = matrix(snap[snap["cutoff"].isin(tm.split.train)], tm.features)
+    reference = drift.profile(fitted, tm.model.predict_proba(fitted)[:, 1])
+    run_id, info = tracking.log_training(tm, params, catalogue_table(params.features.windows), snap, reference)
     result = {
         "run_id": run_id,
         "model_uri": info.model_uri,
@@ -131,7 +136,7 @@ def evaluate(params: Params, paths: Paths) -> dict:
     with io.atomic_path(paths.plots / "calibration.png") as tmp:
         figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     tracking.setup(params.mlflow)
-    decision = decide(params, info, rows_at(snap, test_cutoff), results)
+    decision = decide(params, info, rows_at(snap, test_cutoff), results, paths.audit_log)
     backtest = summarise(long)
     with mlflow.start_run(run_id=info["run_id"]):
         for name, metrics in results.items():
@@ -188,8 +193,13 @@ def score_population(model: Any, rows: pd.DataFrame, params: Params, as_of: dt.d
     return winback_list(rows, proba, explain, params.score, params.labels.horizon_days, as_of, version, raw)
 
 
-def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
-    """Score the population at `as_of` with @champion into outputs/winback/<as_of>/."""
+def score(params: Params, paths: Paths, as_of: dt.date | None = None, force: str | None = None) -> dict:
+    """Score the population at `as_of` with @champion and publish outputs/winback/<as_of>/ atomically.
+
+    Every file is written to a staging directory first and published all at once with a manifest
+    (pipeline.publish); a failure or a kill leaves the previous list of that date, if any, as it was.
+    `force`: the reason to publish although a guard failed (recorded in the manifest).
+    """
     client = tracking.setup(params.mlflow)
     name = params.mlflow.model_name
     version = tracking.alias_version(client, name, "champion")
@@ -198,12 +208,86 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
             f"no model registered as {name}@champion in {tracking.tracking_uri(params.mlflow)}: "
             "run `dvc repro` (train + evaluate) first, or promote a version"
         )
-    model = tracking.load_model(f"models:/{name}@champion")
+    model = tracking.load_model(f"models:/{name}/{version}")
     con = connect(params)
     events = read_events(con, paths.events)
     rolled = rollup(events)
     _, end = data_span(con, rolled)
     as_of = as_of or params.score.as_of or end
+    lists = paths.lists_root
+    with publish.exclusive_run(lists, as_of):
+        publish.remove_stale_staging(lists, as_of)
+        staging = publish.new_staging(lists, as_of)
+        try:
+            summary = _score_into(staging, con, rolled, model, name, version, params, paths, as_of, end)
+            drift_reference = tracking.drift_reference(client, name, version)
+            summary["guards"] = _guard(staging, summary, drift_reference, params, paths, as_of, force)
+            io.write_json(summary, staging / "summary.json")
+            manifest = {
+                "as_of": as_of.isoformat(),
+                "model": {"name": name, "version": version},
+                "inputs": {
+                    "events_sha256": publish.sha256_inputs(paths.events),
+                    "contacts_sha256": publish.sha256_inputs(paths.contacts),
+                },
+                "params_sha256": hashlib.sha256(params.model_dump_json().encode()).hexdigest(),
+                "forced": force,
+            }
+            published = publish.publish(staging, paths.winback_dir(as_of), manifest)
+        except BaseException as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(exc, WinbackError):
+                publish.log_run(lists, {"as_of": as_of.isoformat(), "error": str(exc), "exit_code": int(exc.exit_code)})
+            raise
+    out_dir = paths.winback_dir(as_of)
+    io.write_json({"as_of": as_of.isoformat(), "dir": str(out_dir), "model_version": version}, paths.latest_score)
+    publish.log_run(lists, {"as_of": as_of.isoformat(), "published": published.name, "forced": force})
+    return summary
+
+
+def _guard(
+    staging: Path,
+    summary: dict,
+    reference: dict | None,
+    params: Params,
+    paths: Paths,
+    as_of: dt.date,
+    force: str | None,
+) -> dict:
+    """Population and drift guards on the staged list; raises GuardError (nothing published) unless forced."""
+    gp = params.score.guards
+    lst = pd.read_parquet(staging / "winback.parquet", columns=["churn_probability"])
+    rows = pd.read_parquet(staging / "features.parquet")
+    previous = paths.previous_list(as_of)
+    prev_users = len(pd.read_parquet(previous, columns=["user_id"])) if previous else None
+    population = guards.population_check(len(lst), prev_users, previous.parent.name if previous else None, gp)
+    now = None
+    if reference is not None:
+        now = drift.compare(reference, rows, lst["churn_probability"].to_numpy())
+    drifted = guards.drift_check(now, gp, summary["model_version"])
+    failed = guards.failures(population, drifted)
+    if failed and not force:
+        raise GuardError(
+            "nothing published: "
+            + "; ".join(failed)
+            + ". If the change is expected, publish anyway with `winback score --force 'REASON'` (recorded)"
+        )
+    return {"population": population, "drift": drifted, "failed": failed, "forced": force}
+
+
+def _score_into(
+    out_dir: Path,
+    con: Any,
+    rolled: Any,
+    model: Any,
+    name: str,
+    version: str,
+    params: Params,
+    paths: Paths,
+    as_of: dt.date,
+    end: dt.date,
+) -> dict:
+    """Build, score and write the list's files for `as_of` into `out_dir`; returns the summary (not yet written)."""
     rows = build_snapshots(con, rolled, [as_of], params, labelled=False)
     if rows.empty:
         raise InputError(f"no user is in the population at {as_of} (lookback {params.labels.lookback_days} days)")
@@ -220,7 +304,6 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
         lst = score_population_spark(con, rolled, model, f"models:/{name}/{version}", rows, params, as_of, version)
     else:
         lst = score_population(model, rows, params, as_of, version)
-    out_dir = paths.winback_dir(as_of)
     # the scored users' features, so every reason can be checked against the user's own numbers
     io.write_parquet(rows.drop(columns=["churned", "future_revenue"], errors="ignore"), out_dir / "features.parquet")
     io.write_parquet(lst, out_dir / "winback.parquet")
@@ -245,9 +328,36 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None) -> dict:
     }
     cohorts = con.to_pandas(cohort_retention(rolled, day_number(as_of)))
     io.write_csv(cohorts, out_dir / "cohort_retention.csv")
-    io.write_json(summary, out_dir / "summary.json")
-    io.write_json({"as_of": as_of.isoformat(), "dir": str(out_dir), "model_version": version}, paths.latest_score)
+    summary["calibration_drift"] = past_list_calibration(con, rolled, params, paths, as_of, end)
     return summary
+
+
+# past lists whose realised churn each run reports (the most recent ones whose horizon has passed)
+PAST_LISTS = 6
+
+
+def past_list_calibration(
+    con: Any, rolled: Any, params: Params, paths: Paths, as_of: dt.date, end: dt.date
+) -> list[dict]:
+    """Realised churn against predicted probabilities for published lists whose horizon has passed by `end`."""
+    lp = params.labels
+    matured = [
+        d
+        for d in sorted(paths.lists_root.glob("*"))
+        if LIST_DIR.fullmatch(d.name)
+        and dt.date.fromisoformat(d.name) < as_of
+        and dt.date.fromisoformat(d.name) + dt.timedelta(days=lp.horizon_days) <= end
+        and (d / "winback.parquet").exists()
+    ][-PAST_LISTS:]
+    out = []
+    for d in matured:
+        day = dt.date.fromisoformat(d.name)
+        at = churn_labels(rolled, cutoff_table([day]), lp.lookback_days, lp.horizon_days, lp.qualifying)
+        labels = con.to_pandas(at)
+        labels = pd.DataFrame({"user_id": labels["user_id"].astype(str), "churned": labels["churned"].astype(int)})
+        lst = pd.read_parquet(d / "winback.parquet", columns=["user_id", "group", "churn_probability"])
+        out.append({"as_of": d.name, **drift.realised_calibration(lst, labels)})
+    return out
 
 
 def report(params: Params, paths: Paths) -> Path:

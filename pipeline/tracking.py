@@ -67,8 +67,22 @@ def alias_version(client: MlflowClient, model_name: str, alias: str) -> str | No
         return None
 
 
-def log_training(tm: Any, params: Any, feature_catalogue: list[dict], snapshots: pd.DataFrame) -> tuple[str, Any]:
-    """One MLflow run per training: params, split, metrics, catalogue and the registered model."""
+DRIFT_REFERENCE = "drift/reference.json"
+
+
+def drift_reference(client: MlflowClient, model_name: str, version: str) -> dict | None:
+    """The drift profile logged with a registered version's training run, or None if it has none."""
+    run_id = client.get_model_version(model_name, version).run_id
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{DRIFT_REFERENCE}")
+    except (MlflowException, OSError):
+        return None
+
+
+def log_training(
+    tm: Any, params: Any, feature_catalogue: list[dict], snapshots: pd.DataFrame, reference: dict | None = None
+) -> tuple[str, Any]:
+    """One MLflow run per training: params, split, metrics, catalogue, drift reference and the registered model."""
     with mlflow.start_run(run_name="train") as run:
         mlflow.log_params({f"train.{k}": v for k, v in params.train.model_dump().items()})
         mlflow.log_params({f"split.{k}": v for k, v in tm.split.as_dict().items()})
@@ -92,6 +106,8 @@ def log_training(tm: Any, params: Any, feature_catalogue: list[dict], snapshots:
         )
         mlflow.log_dict(feature_catalogue, "feature_catalogue.json")
         mlflow.log_dict(params.model_dump(mode="json"), "params.json")
+        if reference is not None:
+            mlflow.log_dict(reference, DRIFT_REFERENCE)
         example = snapshots.loc[snapshots["cutoff"] == tm.split.calibration, tm.features].head(5).astype("float64")
         info = log_calibrated_model(tm.model, example, params.mlflow.model_name)
     return run.info.run_id, info

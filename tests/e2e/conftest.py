@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,3 +17,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     each build is a full pipeline run.
     """
     return build_project(tmp_path_factory.mktemp("project"))
+
+
+@pytest.fixture
+def copy(project: Path, tmp_path: Path) -> Path:
+    """A copy of the built project for a test that changes it (its MLflow store reads the original's artifacts)."""
+    dst = tmp_path / "copy"
+    shutil.copytree(project, dst, symlinks=True, ignore=shutil.ignore_patterns(".dvc"))
+    return dst
