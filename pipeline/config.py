@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -78,6 +79,18 @@ class DataParams(Strict):
         required = sorted(k for k in ("user_id", "contacted_at") if k in v and v[k] is None)
         if required:
             raise ValueError(f"data.contact_columns: {required} cannot be null, the contact log needs them")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"data.timezone {v!r} is not a known IANA time zone: use a name like 'UTC', 'Europe/London' or "
+                "'America/New_York' (the zone the source's naive timestamps were recorded in)"
+            ) from exc
         return v
 
     @field_validator("columns")

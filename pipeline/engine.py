@@ -13,6 +13,7 @@ from ibis.backends import BaseBackend
 from ibis.expr.types import Table
 
 from pipeline.config import ConfigError, Params
+from pipeline.errors import InputError
 
 
 def spark_session(params: Params) -> Any:
@@ -62,5 +63,13 @@ def connect(params: Params) -> BaseBackend:
 
 
 def read_events(con: BaseBackend, path: str | Path) -> Table:
-    """The ingested canonical events as an Ibis table."""
-    return con.read_parquet(str(path))
+    """The ingested canonical events as an Ibis table; a missing or unreadable file is an InputError."""
+    if not Path(path).exists():
+        raise InputError(f"{path}: no ingested events; run `winback ingest` (or `dvc repro`) first")
+    try:
+        return con.read_parquet(str(path))
+    except Exception as exc:  # DuckDB's and Spark's errors for a truncated or corrupted file share no base class
+        raise InputError(
+            f"{path}: cannot be read as Parquet ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); the file "
+            "is truncated or corrupted: run `winback ingest` (or `dvc repro --force ingest`) again"
+        ) from exc

@@ -4,21 +4,28 @@ Quarantine rules run in a fixed order and a row gets the reason of the first rul
 
 1. ``null_user_id``            user id null, empty or whitespace
 2. ``null_event_time``         event time null or empty
-3. ``unparseable_event_time``  event time present but not a date/time
+3. ``unparseable_event_time``  event time present but not a date/time (``now``, ``today``... included)
 4. ``far_future_event_time``   later than ``now + data.max_future_days``
 5. ``too_old_event_time``      earlier than ``data.min_time`` (midnight UTC), when set
 6. ``null_event_type``         event type null or empty (only when the source has event types)
 7. ``non_numeric_<col>``       amount, quantity, discount, rating, delivery_delay_days, tier (in that order):
-                               present but not a finite number
+   ``out_of_range_<col>``      present but not a finite number, or (checked right after) a magnitude above
+                               MAX_ABS_VALUE (1e12), which no real value has and the features' exact integer
+                               sums (value x 10,000 in int64) cannot hold
 
 Rows that pass every rule and are identical to an earlier passing row in every source column of the same file
 are dropped as exact duplicates (counted, not quarantined).
+
+Naive times are read in ``data.timezone``. A wall-clock time that does not exist there (skipped when clocks go
+forward) is moved forward to the first valid instant, and one that occurs twice (clocks go back) is read as its
+first occurrence; both are kept and counted in ``adjusted_event_times`` of the metrics.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import gzip
 import importlib.util
 import re
 import warnings
@@ -50,6 +57,9 @@ STRING_COLUMNS: tuple[str, ...] = tuple(c for c, t in CANONICAL_COLUMNS.items() 
 # Spellings of "no value" written by spreadsheets, databases and str(None)/str(nan); compared after
 # strip + lower. A CSV is read without pandas' own NA detection so that rejects keep the raw text.
 NULL_TOKENS = frozenset({"", "nan", "none", "null", "na", "n/a", "nat", "<na>"})
+# Words pandas reads as the current clock time: as an event time they are placeholders, not instants, and
+# would silently become "the moment ingest ran"; they are quarantined as unparseable.
+CLOCK_WORDS = frozenset({"now", "today", "tomorrow", "yesterday"})
 
 REJECT_META = ("source_file", "source_row", "reason")
 
@@ -80,6 +90,10 @@ EVENTS_SCHEMA = pa.DataFrameSchema(
 )
 
 SORT_KEYS = ["user_id", "event_time", "event_type"]
+
+# Largest magnitude accepted in a numeric column: features sum values exactly as int64 counts of 1/10,000
+# (features/rollup.py), which overflow near 9.2e14 per value; no amount, rating or delay comes near 1e12.
+MAX_ABS_VALUE = 1e12
 
 
 class IngestError(InputError):
@@ -183,6 +197,7 @@ _READ_ERRORS = (OSError, ValueError, pyarrow.ArrowException)  # ParserError and 
 
 def _read_columns(path: Path, data: DataParams) -> list[str]:
     """Column names of a file, reading only its schema or header."""
+    _check_not_empty(path)
     try:
         # an empty frame with the file's own column types, so derived expressions type-check here
         empty = pq.read_schema(path).empty_table().to_pandas() if _is_parquet(path) else _read_csv(path, data, 0)
@@ -221,8 +236,39 @@ def derive_columns(raw: pd.DataFrame, data: DataParams, source_name: str) -> pd.
     return out
 
 
+def _check_not_empty(path: Path) -> None:
+    """A 0-byte file is a failed export, not an empty table: refuse it by name."""
+    with contextlib.suppress(OSError):  # unreadable files are reported by the reader
+        if path.stat().st_size == 0:
+            raise IngestError(
+                f"{path}: the file is empty (0 bytes: no header, no rows), usually an export that failed. "
+                "Export it again, or remove it from the files data.source in params.yaml matches; nothing was written"
+            )
+
+
+def _first_undecodable_line(path: Path) -> tuple[int, bytes] | None:
+    """(line number, raw line) of the first line of a CSV file that is not valid UTF-8."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with contextlib.suppress(OSError), opener(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number, line.rstrip(b"\r\n")[:120]
+    return None
+
+
 def _unreadable(path: Path, data: DataParams, exc: Exception) -> str:
     kind = "Parquet" if _is_parquet(path) else f"CSV (delimiter {data.csv_delimiter!r}, UTF-8)"
+    if isinstance(exc, UnicodeDecodeError) and not _is_parquet(path):
+        where = _first_undecodable_line(path)
+        line = f" at line {where[0]}: {where[1]!r}" if where else ""
+        bad = exc.object[exc.start : exc.end]
+        return (
+            f"{path}: is not UTF-8 text{line} ({type(exc).__name__}: {exc.reason}, byte {bad!r}). "
+            "Re-export the file as UTF-8, or convert it, e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv` for "
+            "Latin-1 (Windows-1252: -f cp1252); nothing was written"
+        )
     return (
         f"{path}: cannot be read as {kind}: {type(exc).__name__}: {exc}. "
         "Fix or replace the file, or exclude it from data.source in params.yaml"
@@ -233,6 +279,7 @@ def _unreadable(path: Path, data: DataParams, exc: Exception) -> str:
 def read_file(path: Path, data: DataParams) -> pd.DataFrame:
     """Read one Parquet or CSV file; CSV cells are read as raw strings so bad values can be quarantined."""
     path = Path(path)
+    _check_not_empty(path)
     try:
         raw = pd.read_parquet(path) if _is_parquet(path) else _read_csv(path, data)
     except _READ_ERRORS as exc:
@@ -274,10 +321,24 @@ def _column_mapping(columns: list[str], data: DataParams, source_name: str) -> d
             raise IngestError(
                 f"{source_name}: canonical column {canonical!r} {what}. Available columns: {available}. "
                 f"Fix: set data.columns.{canonical} in params.yaml to the source column that holds it{alt}"
+                + _delimiter_hint(available, data)
             )
         else:
             mapping[canonical] = None
     return mapping
+
+
+def _delimiter_hint(columns: list[str], data: DataParams) -> str:
+    """A hint when a CSV header read as one column holds another delimiter (e.g. a ';'-separated export)."""
+    if len(columns) != 1:
+        return ""
+    found = [d for d in (";", "\t", "|", ",") if d != data.csv_delimiter and d in columns[0]]
+    if not found:
+        return ""
+    return (
+        f". The header was read as one column and holds {found[0]!r}: the file looks {found[0]!r}-delimited; "
+        f"if so, set data.csv_delimiter: {found[0]!r} in params.yaml"
+    )
 
 
 def _role_lookup(data: DataParams, source_name: str) -> dict[str, str]:
@@ -349,26 +410,35 @@ def _to_datetime(text: pd.Series, utc: bool) -> pd.Series:
     return parsed
 
 
-def _localize(naive: pd.Series, tz: ZoneInfo) -> pd.Series:
+def _localize(naive: pd.Series, tz: ZoneInfo, adjusted: Counter[str] | None = None) -> pd.Series:
     """Naive local times -> UTC instants.
 
     A repeated wall-clock time when clocks go back is read as its first occurrence (summer time), and a
     wall-clock time skipped when clocks go forward is moved forward to the first valid instant, so that
-    DST transitions never crash or drop events and the result does not depend on row order.
+    DST transitions never crash or drop events and the result does not depend on row order. With
+    `adjusted`, both kinds are counted into it (ambiguous_local_time, nonexistent_local_time).
     """
     naive = naive.astype("datetime64[us]")
     first = np.ones(len(naive), dtype=bool)
-    return naive.dt.tz_localize(tz, ambiguous=first, nonexistent="shift_forward").dt.tz_convert("UTC")
+    local = naive.dt.tz_localize(tz, ambiguous=first, nonexistent="shift_forward")
+    if adjusted is not None and len(naive) and str(tz) not in ("UTC", "Etc/UTC"):
+        present = naive.notna()
+        later = naive.dt.tz_localize(tz, ambiguous=~first, nonexistent="shift_forward")
+        adjusted["ambiguous_local_time"] += int((present & local.ne(later)).sum())
+        adjusted["nonexistent_local_time"] += int((present & local.dt.tz_localize(None).ne(naive)).sum())
+    return local.dt.tz_convert("UTC")
 
 
-def _parse_times(values: pd.Series, tz: ZoneInfo, source_name: str, column: str) -> tuple[pd.Series, ...]:
-    """UTC timestamps plus masks of null and of unparseable cells."""
+def _parse_times(
+    values: pd.Series, tz: ZoneInfo, source_name: str, column: str, adjusted: Counter[str] | None = None
+) -> tuple[pd.Series, ...]:
+    """UTC timestamps plus masks of null and of unparseable cells; DST adjustments counted into `adjusted`."""
     utc_dtype = pd.DatetimeTZDtype("us", "UTC")
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         times = values.dt.tz_convert("UTC").astype(utc_dtype)
         return times, times.isna(), pd.Series(False, index=values.index)
     if pd.api.types.is_datetime64_dtype(values.dtype):
-        times = _localize(values, tz).astype(utc_dtype)
+        times = _localize(values, tz, adjusted).astype(utc_dtype)
         return times, times.isna(), pd.Series(False, index=values.index)
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
         raise IngestError(
@@ -381,13 +451,14 @@ def _parse_times(values: pd.Series, tz: ZoneInfo, source_name: str, column: str)
     text = _clean_text(values)
     null = text.isna()
     aware = text.str.contains(_AWARE_TIME, regex=True).fillna(False).astype(bool) & ~null
-    naive = ~null & ~aware
+    clock_word = text.str.lower().isin(CLOCK_WORDS).to_numpy(dtype=bool)
+    naive = ~null & ~aware & ~clock_word
     times = pd.Series(pd.NaT, index=values.index, dtype=utc_dtype)
     if aware.any():
         times[aware] = _to_datetime(text[aware], utc=True).astype(utc_dtype)
     if naive.any():
         local = _to_datetime(text[naive], utc=False)
-        times[naive] = _localize(local, tz).astype(utc_dtype)
+        times[naive] = _localize(local, tz, adjusted).astype(utc_dtype)
     return times, null, ~null & times.isna()
 
 
@@ -434,7 +505,10 @@ def normalise(raw: pd.DataFrame, data: DataParams, source_name: str, now: pd.Tim
     user_id = _clean_ids(raw[mapping["user_id"]])
     flag(user_id.isna(), "null_user_id")
 
-    times, null_time, bad_time = _parse_times(raw[mapping["event_time"]], tz, source_name, mapping["event_time"])
+    adjusted: Counter[str] = Counter()
+    times, null_time, bad_time = _parse_times(
+        raw[mapping["event_time"]], tz, source_name, mapping["event_time"], adjusted
+    )
     flag(null_time, "null_event_time")
     flag(bad_time, "unparseable_event_time")
     flag((times > now + pd.Timedelta(days=data.max_future_days)).fillna(False), "far_future_event_time")
@@ -457,6 +531,7 @@ def normalise(raw: pd.DataFrame, data: DataParams, source_name: str, now: pd.Tim
             continue
         numeric[col], bad = _parse_numeric(raw[mapping[col]])
         flag(bad, f"non_numeric_{col}")
+        flag(np.abs(np.nan_to_num(numeric[col])) > MAX_ABS_VALUE, f"out_of_range_{col}")
 
     passed = reason.isna().to_numpy()
     candidates = raw.loc[passed]
@@ -497,6 +572,8 @@ def normalise(raw: pd.DataFrame, data: DataParams, source_name: str, now: pd.Tim
         "rejected": int(rejected.sum()),
         "rejected_by_reason": {k: int(v) for k, v in sorted(Counter(reason[rejected]).items())},
         "unmapped_event_types": {str(k): int(v) for k, v in sorted(unmapped.items())},
+        # adjustments among all parsed times (the rows may still be quarantined or duplicates)
+        "adjusted_event_times": {k: int(v) for k, v in sorted(adjusted.items()) if v},
         "files": [source_name],
     }
     _check_accounting(metrics)
@@ -511,6 +588,34 @@ def _check_accounting(metrics: dict[str, Any]) -> None:
         raise AssertionError(f"ingest reject reasons do not add up: {metrics}")
 
 
+def _drop_repeated_across_files(results: list[IngestResult]) -> list[IngestResult]:
+    """Drop events identical (in every canonical column) to one of an earlier file: an export delivered twice.
+
+    Within a file, rows identical in every *source* column are exact duplicates (normalise); across files
+    the source columns may differ (two exports of one log), so the canonical event decides, as Spark's
+    grouping of identical mapped rows does. The dropped rows are counted as duplicates.
+    """
+    cols = list(CANONICAL_COLUMNS)
+    seen: set[int] = set()
+    out: list[IngestResult] = []
+    for r in results:
+        keys = pd.util.hash_pandas_object(r.events[cols], index=False).to_numpy()
+        repeated = np.fromiter((k in seen for k in keys.tolist()), dtype=bool, count=len(keys))
+        seen.update(keys.tolist())
+        if repeated.any():
+            # a 64-bit hash match is confirmed on the values themselves: no distinct event is ever dropped
+            earlier = pd.concat([o.events[cols] for o in out], ignore_index=True).drop_duplicates()
+            found = r.events.loc[repeated, cols].merge(earlier, on=cols, how="left", indicator=True)["_merge"]
+            repeated[np.flatnonzero(repeated)] = (found == "both").to_numpy()
+        if repeated.any():
+            n = int(repeated.sum())
+            events = r.events[~repeated].reset_index(drop=True)
+            metrics = {**r.metrics, "accepted": r.metrics["accepted"] - n, "duplicates": r.metrics["duplicates"] + n}
+            r = IngestResult(events=events, rejects=r.rejects, metrics=metrics)
+        out.append(r)
+    return out
+
+
 def _combine(results: list[IngestResult]) -> IngestResult:
     """One result from per-file results: events re-sorted across files, counts summed."""
     events = pd.concat([r.events for r in results], ignore_index=True)
@@ -521,15 +626,18 @@ def _combine(results: list[IngestResult]) -> IngestResult:
     metrics: dict[str, Any] = {"total": 0, "accepted": 0, "duplicates": 0, "rejected": 0}
     by_reason: Counter[str] = Counter()
     unmapped: Counter[str] = Counter()
+    adjusted: Counter[str] = Counter()
     files: list[str] = []
     for r in results:
         for key in ("total", "accepted", "duplicates", "rejected"):
             metrics[key] += r.metrics[key]
         by_reason.update(r.metrics["rejected_by_reason"])
         unmapped.update(r.metrics["unmapped_event_types"])
+        adjusted.update(r.metrics.get("adjusted_event_times", {}))
         files.extend(r.metrics["files"])
     metrics["rejected_by_reason"] = dict(sorted(by_reason.items()))
     metrics["unmapped_event_types"] = dict(sorted(unmapped.items()))
+    metrics["adjusted_event_times"] = dict(sorted(adjusted.items()))
     metrics["files"] = files
     _check_accounting(metrics)
     return IngestResult(events=events, rejects=rejects, metrics=metrics)
@@ -566,8 +674,14 @@ def ingest(
 
             result = read_parquet_on_spark(spark, paths, data, now)
         else:
-            result = _combine([normalise(read_file(path, data), data, str(path), now) for path in paths])
+            results = [normalise(read_file(path, data), data, str(path), now) for path in paths]
+            result = _combine(_drop_repeated_across_files(results))
     metrics = result.metrics
+    if metrics["total"] == 0:
+        raise IngestError(
+            f"{', '.join(metrics['files'])}: no data rows (a header or schema only, 0 rows). Check that the export "
+            "ran to completion and that data.source in params.yaml points at the right files; nothing was written"
+        )
     if metrics["accepted"] == 0:
         first = result.rejects.iloc[0] if len(result.rejects) else None
         example = (

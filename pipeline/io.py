@@ -34,6 +34,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
+    except OSError as exc:
+        if exc.filename is None:  # writers like pyarrow's raise without a file name: say which output failed
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -212,8 +212,9 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None, force: str
     con = connect(params)
     events = read_events(con, paths.events)
     rolled = rollup(events)
-    _, end = data_span(con, rolled)
+    first, end = data_span(con, rolled)
     as_of = as_of or params.score.as_of or end
+    _check_as_of(as_of, first, end)
     lists = paths.lists_root
     with publish.exclusive_run(lists, as_of):
         publish.remove_stale_staging(lists, as_of)
@@ -243,6 +244,19 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None, force: str
     io.write_json({"as_of": as_of.isoformat(), "dir": str(out_dir), "model_version": version}, paths.latest_score)
     publish.log_run(lists, {"as_of": as_of.isoformat(), "published": published.name, "forced": force})
     return summary
+
+
+def _check_as_of(as_of: dt.date, first: dt.date, end: dt.date) -> None:
+    """Refuse a scoring date outside the data: before its first event, or after its end."""
+    span = f"the data runs from {first} to {end} (the day after its last event)"
+    if as_of > end:
+        raise InputError(
+            f"--as-of {as_of} is after the end of the data: {span}, so every user would look "
+            f"{(as_of - end).days} day(s) more inactive than they are. Ingest newer events (winback ingest), "
+            f"or score a date up to {end}"
+        )
+    if as_of <= first:
+        raise InputError(f"--as-of {as_of} is before the first event: {span}; score a date after {first}")
 
 
 def _guard(
