@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/speed.py [--sizes 2M,20M] [--cutoffs 44] [--memory-limit 2GB] [--data-dir DIR]
        [--pandas-max 20M] [--pandas-cutoffs-max 20M] [--contacts 500] [--reasons-all] [--no-write]
-       [--part-rows N] [--only training_build,...]
+       [--part-rows N] [--no-spark] [--spark-max 2M] [--spark-memory 3g] [--only training_build,...]
 
 For every size N it generates N synthetic events with DuckDB SQL straight to Parquet (cached in
 --data-dir, so each size is generated once: 100M takes about 1.5 minutes and 0.85 GB; a run with
@@ -30,7 +30,22 @@ as such. Scoring throughput: a calibrated LightGBM is trained (pipeline.train.fi
 untimed) on the training snapshots of the smallest size and applied to the scoring rows of the
 largest: predict_proba (users/s), SHAP + reason codes (pipeline.reasons.top_reasons) for the
 contact list (the --contacts most likely churners) and, with --reasons-all, for the whole base and
-the whole win-back list (pipeline.stages.score_population). Spark local mode: not yet.
+the whole win-back list (pipeline.stages.score_population).
+
+Spark local mode (sizes up to --spark-max, default 2M: local Spark on 2 cores is slow; larger sizes
+are reported as not run; --no-spark skips them, and they are skipped with the reason printed when
+`java` is not on PATH or pyspark is not installed): master local[--threads], spark.driver.memory
+--spark-memory, the same pipeline functions with `engine: spark` (pipeline.engine.connect):
+  (a) on Spark: rollup (cached, materialised by a count) -> build_snapshots(labelled=False) for the
+      scoring cutoff -> pandas, checked against the DuckDB scoring build's rows when both ran;
+  (b) on Spark: write_snapshots over the training cutoffs, as (b);
+  scoring throughput on Spark (needs (b)'s snapshots of the smallest size, as the DuckDB scorer):
+      the same kind of model, saved with mlflow.sklearn and applied with mlflow.pyfunc.spark_udf to
+      the feature rows in Spark (probabilities, users/s), and the whole list with
+      pipeline.spark_scoring.score_population_spark (checked equal to the pandas scorer's list).
+Peak memory of a Spark step = sums over its process tree (Python driver + JVM + Python workers),
+sampled every 0.2 s with psutil (TreeRss): PSS, RSS (an upper bound: shared pages count in every
+process) and the JVM's RSS; its CPU time includes the JVM (the step waits for the JVM to exit).
 
 The machine is often shared: each step waits up to --quiet-wait seconds for other processes to go
 quiet, and the table shows the cores they used during the step anyway. --code DIR imports
@@ -55,7 +70,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # bump when the generator's SQL changes, so cached files are regenerated
-GENERATOR_VERSION = 2
+# (3: independent uniforms, see _u; the files of version 2 had one rating, one delay, no discounts, ...)
+GENERATOR_VERSION = 3
 EVENTS_PER_USER = 150
 START = dt.date(2024, 7, 1)
 DAYS = 730
@@ -89,8 +105,15 @@ def size_label(n: int) -> str:
 
 
 def _u(*key: object) -> str:
-    """A uniform in [0, 1) from DuckDB's hash of `key`: reproducible and independent of threads."""
-    return f"(hash({', '.join(map(str, key))}) / 18446744073709551616.0)"
+    """A uniform in [0, 1) from DuckDB's hash of `key`: reproducible and independent of threads.
+
+    The hash is hashed again: DuckDB's hash of several values combines them with a multiply-xor, so
+    hash(uid, k, 13) and hash(uid, k, 9) differ by a fixed xor mask and their leading bits (the
+    uniform) are a function of each other: every uniform of an event was a function of the one that
+    picks its type (one rating, one delay, no discount, ... per type), every uniform of a user a
+    function of the others. The second hash (a full 64-bit mix) makes them independent.
+    """
+    return f"(hash(hash({', '.join(map(str, key))})) / 18446744073709551616.0)"
 
 
 def generator_sql(n_events: int) -> tuple[str, str]:
@@ -612,12 +635,225 @@ def step_scorer(spec: dict) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------------------
+# Spark local mode: the same pipeline functions with engine: spark (pipeline.engine.connect)
+
+
+def spark_missing() -> str | None:
+    """Why the Spark steps cannot run here (no Java, no pyspark), or None."""
+    import importlib.util
+    import shutil
+
+    if shutil.which("java") is None:
+        return "Spark needs Java (17): no `java` on PATH"
+    if importlib.util.find_spec("pyspark") is None:
+        return "pyspark is not installed (pip install 'winback[spark]')"
+    return None
+
+
+def _spark_params(spec: dict):
+    """_params with engine: spark on local[threads], spark.driver.memory = --spark-memory, scratch beside the data."""
+    from pipeline.config import SparkParams
+
+    params = _params(spec)
+    conf = {"spark.driver.memory": spec["spark_memory"], "spark.local.dir": str(Path(spec["tmp"]) / "spark")}
+    sp = SparkParams(master=f"local[{spec['threads']}]", conf=conf)
+    return params.model_copy(update={"engine": "spark", "spark": sp})
+
+
+def _spark_rollup(spec: dict, params) -> tuple:
+    """(con, rolled, session_s, rollup_s): a Spark session and the rollup, cached and materialised by a count.
+
+    Spark caches lazily: the count makes the rollup exist before the snapshots, as DuckDB's temp table does.
+    """
+    from pipeline.build import rollup
+    from pipeline.engine import connect, read_events
+
+    t0 = time.perf_counter()
+    con = connect(params)
+    con._session.sparkContext.setLogLevel("ERROR")
+    t1 = time.perf_counter()
+    rolled = rollup(read_events(con, spec["events"]))
+    rows = int(con.execute(rolled.count()))
+    t2 = time.perf_counter()
+    return con, rolled, rows, t1 - t0, t2 - t1
+
+
+def _spark_stop(con, rolled) -> None:
+    """Stop the session and wait for the JVM to exit, so wait4's CPU time and ru_maxrss include it."""
+    from pyspark import SparkContext
+
+    rolled.release()  # now, not from Ibis's finalizer at exit (after the JVM is gone)
+    gateway = SparkContext._gateway
+    con._session.stop()
+    proc = getattr(gateway, "proc", None)
+    if gateway is not None:
+        gateway.shutdown()
+    if proc is not None:
+        proc.stdin.close()  # the JVM exits when its stdin closes
+        proc.wait(timeout=120)
+
+
+def step_spark_scoring_build(spec: dict) -> dict:
+    """(a) on Spark: every feature for one cutoff, unlabelled, build_snapshots on engine: spark -> pandas."""
+    from pipeline.build import build_snapshots
+
+    params = _spark_params(spec)
+    cutoffs = [dt.date.fromisoformat(c) for c in spec["cutoffs"]]
+    t0 = time.perf_counter()
+    con, rolled, rollup_rows, session_s, rollup_s = _spark_rollup(spec, params)
+    t1 = time.perf_counter()
+    df = build_snapshots(con, rolled, cutoffs, params, labelled=False)
+    t2 = time.perf_counter()
+    out = {
+        "seconds": t2 - t0,
+        "session_s": session_s,
+        "rollup_s": rollup_s,
+        "snapshots_s": t2 - t1,
+        "rows": len(df),
+        "columns": df.shape[1],
+        "rollup_rows": rollup_rows,
+        "out_mb": df.memory_usage(deep=True).sum() / 1e6,
+    }
+    if spec.get("save"):
+        df.to_parquet(spec["save"], index=False)
+    _spark_stop(con, rolled)
+    return out
+
+
+def step_spark_training_build(spec: dict) -> dict:
+    """(b) on Spark: write_snapshots (every feature and label, in user ranges) on engine: spark."""
+    import pyarrow.parquet as pq
+
+    from pipeline.build import write_snapshots
+
+    params = _spark_params(spec)
+    if spec.get("part_rows"):
+        fp = params.features.model_copy(update={"snapshot_part_rows": spec["part_rows"]})
+        params = params.model_copy(update={"features": fp})
+    cutoffs = [dt.date.fromisoformat(c) for c in spec["cutoffs"]]
+    target = Path(spec["tmp"]) / f"spark_training_{os.getpid()}.parquet"
+    t0 = time.perf_counter()
+    con, rolled, rollup_rows, session_s, rollup_s = _spark_rollup(spec, params)
+    t1 = time.perf_counter()
+    built = write_snapshots(con, rolled, cutoffs, params, Path(spec["tmp"]) / "no-contacts.parquet", target)
+    t2 = time.perf_counter()
+    out = {
+        "seconds": t2 - t0,
+        "session_s": session_s,
+        "rollup_s": rollup_s,
+        "snapshots_s": t2 - t1,
+        "rows": built["rows"],
+        "columns": len(pq.read_schema(target).names),
+        "rollup_rows": rollup_rows,
+        "out_mb": target.stat().st_size / 1e6,
+        "written": True,
+        "parts": built["parts"],
+        "part_rows": params.features.snapshot_part_rows,
+        "churn_rate": built["base_rate"],
+    }
+    target.unlink()
+    _spark_stop(con, rolled)
+    return out
+
+
+def step_spark_scorer(spec: dict) -> dict:
+    """Scoring throughput on Spark: probabilities via mlflow spark_udf, the list via score_population_spark.
+
+    The model (pipeline.train.fit_churn_model on the DuckDB training snapshots, untimed) is saved as
+    the train stage logs it (mlflow.sklearn, pyfunc predict = predict_proba) to a local directory,
+    which is the model URI spark_udf loads in the Python workers.
+    """
+    import mlflow.pyfunc
+    import mlflow.sklearn
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, DoubleType
+
+    from features.catalogue import catalogue
+    from pipeline.build import read_snapshots
+    from pipeline.spark_scoring import score_population_spark, snapshot_frame
+    from pipeline.stages import score_population
+    from pipeline.tracking import trusted_types
+    from pipeline.train import fit_churn_model, matrix, model_feature_names
+
+    params = _spark_params(spec)
+    cat = {f.name: f for f in catalogue(params.features.windows)}
+    snaps = read_snapshots(spec["train"])
+    t0 = time.perf_counter()
+    trained = fit_churn_model(
+        snaps,
+        [c for c in snaps.columns if c in cat],
+        params.labels.horizon_days,
+        params.train,
+        params.seed,
+        params.threads,
+    )
+    fit_s = time.perf_counter() - t0
+    model = trained.model
+    features = model_feature_names(model)
+    example = snaps[features].head(5).astype("float64")
+    uri = str(Path(spec["tmp"]) / f"spark_model_{os.getpid()}")
+    mlflow.sklearn.save_model(
+        model,
+        uri,
+        signature=infer_signature(example, model.predict_proba(example)),
+        input_example=example,
+        pyfunc_predict_fn="predict_proba",
+        skops_trusted_types=trusted_types(model),
+    )
+    del snaps
+    rows = pd.read_parquet(spec["rows"])
+    as_of = dt.date.fromisoformat(spec["as_of"])
+    n = len(rows)
+    out = {"fit_s": fit_s, "train_rows": trained.train_rows, "trees": trained.best_iteration, "users": n}
+    out["leaves"], out["features"] = params.train.num_leaves, len(features)
+    con, rolled, _, out["session_s"], out["rollup_s"] = _spark_rollup(spec, params)
+    spark = con._session
+    # the feature rows at as_of in Spark, as score_population_spark builds them (persisted, counted)
+    t0 = time.perf_counter()
+    frame = snapshot_frame(con, rolled, as_of, params, "winback_bench_rows").persist()
+    out["frame_rows"] = frame.count()
+    out["frame_s"] = time.perf_counter() - t0
+    predict = mlflow.pyfunc.spark_udf(spark, uri, result_type=ArrayType(DoubleType()), env_manager="local")
+    X = frame.select("user_id", *[F.col(f).cast("double").alias(f) for f in features])
+
+    def proba() -> pd.DataFrame:
+        return X.select("user_id", predict(F.struct(*features))[1].alias("p")).toPandas()
+
+    out["proba_s"] = _best(proba, 3)
+    got = proba().set_index("user_id")["p"].reindex(rows["user_id"].astype(str)).to_numpy(float)
+    want = model.predict_proba(matrix(rows, features))[:, 1]
+    out["proba_max_diff"] = float(abs(got - want).max())
+    frame.unpersist()
+    # the whole list as the score stage runs it on Spark (its own feature rows, probabilities, reasons)
+    expected = score_population(model, rows, params, as_of, "bench")
+    got_list = None
+
+    def full() -> None:
+        nonlocal got_list
+        got_list = score_population_spark(con, rolled, model, uri, rows, params, as_of, "bench")
+
+    out["list_s"] = _best(full, 1)
+    out["list_same"] = bool(got_list.equals(expected))
+    if spec["all"]:
+        every = params.model_copy(update={"score": params.score.model_copy(update={"reasons_for": "all"})})
+        out["list_all_s"] = _best(lambda: score_population_spark(con, rolled, model, uri, rows, every, as_of, "b"), 1)
+    _spark_stop(con, rolled)
+    return out
+
+
+SPARK_STEPS = ("spark_scoring_build", "spark_training_build", "spark_scorer")
 STEPS = {
     "reference": step_reference,
     "scoring_build": step_scoring_build,
     "training_build": step_training_build,
     "pandas": step_pandas,
     "scorer": step_scorer,
+    "spark_scoring_build": step_spark_scoring_build,
+    "spark_training_build": step_spark_training_build,
+    "spark_scorer": step_spark_scorer,
 }
 
 
@@ -639,12 +875,60 @@ def wait_quiet(max_wait: float, below: float = 0.3, sample: float = 2.0) -> floa
             return used
 
 
-def run_step(name: str, spec: dict, work: Path, quiet_wait: float, tag: str | None = None) -> dict:
+class TreeRss:
+    """Peak memory summed over a process and all its descendants (e.g. a Spark step's JVM and Python workers).
+
+    Sampled every `every` s with psutil (a peak shorter than that can be missed): the sum of RSS (pages
+    shared between processes, e.g. forked Python workers, count once per process: an upper bound), the
+    sum of PSS (shared pages split between their processes: what the tree really holds), and the RSS of
+    the `java` processes alone.
+    """
+
+    def __init__(self, pid: int, every: float = 0.2) -> None:
+        import threading
+
+        self.pid, self.every, self.peak, self.pss, self.jvm = pid, every, 0, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not self._stop.is_set():
+            total = pss = jvm = 0
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            for p in procs:
+                try:
+                    mem = p.memory_full_info()
+                    total, pss = total + mem.rss, pss + mem.pss
+                    jvm += mem.rss if p.name() == "java" else 0
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            self.peak, self.pss, self.jvm = max(self.peak, total), max(self.pss, pss), max(self.jvm, jvm)
+            self._stop.wait(self.every)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return {"tree_rss_gb": self.peak / 1e9, "tree_pss_gb": self.pss / 1e9, "jvm_rss_gb": self.jvm / 1e9}
+
+
+def run_step(name: str, spec: dict, work: Path, quiet_wait: float, tag: str | None = None, tree: bool = False) -> dict:
     """Run one step in a child process; its figures plus wall time, peak RSS and CPU accounting.
 
     `cpu` is the child's own CPU time / wall time (2 = both cores all the time); `others` is the
     average number of cores the rest of the machine used meanwhile (from /proc/stat): a step that
-    competed with other processes shows others > 0 and is slower than it would be alone.
+    competed with other processes shows others > 0 and is slower than it would be alone. With
+    `tree` (the Spark steps), also the peak RSS summed over the process tree (TreeRss: Python + JVM
+    + Python workers); the CPU time then includes the JVM, which the step waits for before exiting.
     """
     tag = tag or name
     result, log = work / f"{tag}.json", work / f"{tag}.log"
@@ -654,6 +938,7 @@ def run_step(name: str, spec: dict, work: Path, quiet_wait: float, tag: str | No
     t0, b0 = time.perf_counter(), busy_seconds()
     with log.open("w") as err:
         child = subprocess.Popen([*cmd, "--out", str(result)], stdout=err, stderr=subprocess.STDOUT, cwd=work)
+        sampler = TreeRss(child.pid) if tree else None
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
     wall, busy = time.perf_counter() - t0, busy_seconds() - b0
@@ -665,6 +950,7 @@ def run_step(name: str, spec: dict, work: Path, quiet_wait: float, tag: str | No
         "others": max(0.0, busy - cpu) / wall,
         "others_before": before,
         "load": os.getloadavg()[0],
+        **(sampler.stop() if sampler else {}),
     }
     if child.returncode != 0 or not result.exists():
         text = log.read_text()
@@ -709,6 +995,31 @@ def _check_pandas(build: Path, pandas_out: Path, windows: list[int]) -> str:
     return f"pandas subset differs from the build on {len(bad)} of {len(names)} features ({users}): {', '.join(bad)}"
 
 
+def _check_same(duck: Path, spark: Path) -> str:
+    """How far the Spark scoring build's rows are from DuckDB's (the engines should agree: test_engine_parity)."""
+    import numpy as np
+    import pandas as pd
+
+    a, b = pd.read_parquet(duck), pd.read_parquet(spark)
+    cols = [c for c in a.columns if c in b.columns and c not in ("user_id", "cutoff")]
+    j = a.merge(b, on=["user_id", "cutoff"], how="outer", suffixes=("", "_spark"))
+    users = "same users" if len(j) == len(a) == len(b) else f"users differ: DuckDB {len(a):,}, Spark {len(b):,}"
+    worst, bad = 0.0, []
+    for c in cols:
+        x, y = j[c].astype("float64").to_numpy(), j[c + "_spark"].astype("float64").to_numpy()
+        diff = np.where(np.isnan(x) & np.isnan(y), 0.0, np.abs(x - y) / np.maximum(1.0, np.abs(x)))
+        d = float(np.nanmax(np.where(np.isnan(diff), np.inf, diff))) if len(diff) else 0.0
+        worst = max(worst, d)
+        if d > 1e-9:
+            bad.append(f"{c} ({d:.3g})")
+    missing = sorted(set(a.columns) ^ set(b.columns))
+    if not bad and not missing:
+        return (
+            f"Spark scoring build agrees with DuckDB's: {len(cols)} columns, {users}, max rel. difference {worst:.1e}"
+        )
+    return f"Spark scoring build differs from DuckDB's ({users}; columns only in one: {missing}): {', '.join(bad)}"
+
+
 STEP_LABELS = {
     "reference": "(c) reference group-by -> Arrow table of (user, type) rows",
     "scoring_build": "(a) scoring build, 1 cutoff -> DataFrame of every feature",
@@ -729,7 +1040,13 @@ def _seconds(res: dict, n: int, step: str) -> float | None:
 
 
 def report(
-    args: argparse.Namespace, sizes: list[int], res: dict, metas: dict, scorer: dict | None, notes: list[str]
+    args: argparse.Namespace,
+    sizes: list[int],
+    res: dict,
+    metas: dict,
+    scorer: dict | None,
+    notes: list[str],
+    spark_scorer: dict | None = None,
 ) -> str:
     """The markdown block: command, data, per-step table, ratios, scoring throughput, bars."""
     from record import provenance
@@ -830,11 +1147,123 @@ def report(
         lines.append("")
     elif scorer:
         lines += [f"Scoring throughput: FAILED ({scorer['error']})", ""]
-    lines += ["Spark local mode: not yet.", ""]
+    lines += spark_report(args, sizes, res, metas, spark_scorer)
     lines += bars(sizes, res, metas, scorer, args)
     if notes:
         lines += ["", *[f"* {x}" for x in notes]]
     return "\n".join(lines) + "\n"
+
+
+def _tree_mem(r: dict) -> str:
+    """A Spark step's peak memory: tree PSS (tree RSS; JVM RSS), in GB."""
+    return f"{r.get('tree_pss_gb', 0):.2f} ({r.get('tree_rss_gb', 0):.2f}; {r.get('jvm_rss_gb', 0):.2f})"
+
+
+SPARK_LABELS = {
+    "spark_scoring_build": "(a) scoring build on Spark, 1 cutoff -> DataFrame of every feature",
+    "spark_training_build": "(b) training build on Spark, {k} cutoffs -> one Parquet file{p}",
+}
+
+
+def spark_report(args: argparse.Namespace, sizes: list[int], res: dict, metas: dict, scorer: dict | None) -> list[str]:
+    """The Spark local-mode tables: the builds per size (with the DuckDB ratios) and the scoring throughput."""
+    import platform
+
+    if args.spark_reason:
+        return [f"Spark local mode: not run ({args.spark_reason}).", ""]
+    builds = [s for s in args.spark_steps if s in SPARK_LABELS]
+    if not args.spark_steps:
+        return []
+    try:
+        import pyspark
+
+        version = f"PySpark {pyspark.__version__}"
+    except ImportError:
+        version = "PySpark ?"
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[:1]
+    spark_max = parse_size(args.spark_max)
+    lines = [
+        f"Spark local mode ({version}, {java[0] if java else 'java ?'}, Python {platform.python_version()}): "
+        f"master local[{args.threads}], spark.driver.memory {args.spark_memory}, the same pipeline functions with "
+        "`engine: spark` (pipeline.engine.connect) on the same Parquet files, up to --spark-max "
+        f"{args.spark_max}. Timed from starting the Spark session (JVM start included) to the materialised "
+        "result; the rollup is cached and materialised by a count before the snapshots, as DuckDB's temp table. "
+        "Peak memory = sums over the step's process tree (Python driver + JVM + Python workers), sampled every "
+        "0.2 s with psutil: PSS (shared pages split between processes: what the tree holds) and RSS (shared pages "
+        "counted in every process: an upper bound), and the JVM's RSS alone; CPU includes the JVM's (the step "
+        "waits for it to exit).",
+        "",
+    ]
+    if builds:
+        lines += [
+            "| events | step -> what is materialised | rows | s (session + rollup + snapshots) | M events/s | "
+            "ns/event | peak GB: tree PSS (tree RSS; JVM RSS) | CPU | others | / DuckDB (a) | / DuckDB same step |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+    for n in sizes if builds else []:
+        m = metas[n]
+        for step in builds:
+            duck = step.removeprefix("spark_")
+            if n > spark_max:
+                label = SPARK_LABELS[step].format(k=args.cutoffs, p="")
+                lines.append(f"| {size_label(n)} | {label} | not run (--spark-max {args.spark_max}) | | | | | | | | |")
+                continue
+            r = res[n].get(step)
+            if r is None:
+                continue
+            label = SPARK_LABELS[step].format(k=args.cutoffs, p=f", {r['parts']} user ranges" if "parts" in r else "")
+            tree = _tree_mem(r)
+            tail = f"{tree} | {r['cpu']:.2f} | {r['others']:.2f} |"
+            if "error" in r:
+                lines.append(f"| {size_label(n)} | {label} | FAILED: {r['error']} | | | | {tail} | |")
+                continue
+            ta, ts = _seconds(res, n, "scoring_build"), _seconds(res, n, duck)
+            vs_a = f"{r['seconds'] / ta:.1f}x" if ta else "-"
+            vs_same = f"{r['seconds'] / ts:.1f}x" if ts else "-"
+            parts = f" ({r['session_s']:.1f} + {r['rollup_s']:.1f} + {r['snapshots_s']:.1f})"
+            lines.append(
+                f"| {size_label(n)} | {label} | {r['rows']:,} ({r['out_mb']:,.0f} MB) | {r['seconds']:.1f}{parts} | "
+                f"{m['events'] / r['seconds'] / 1e6:.3f} | {r['seconds'] / m['events'] * 1e9:,.0f} | {tail} "
+                f"{vs_a} | {vs_same} |"
+            )
+    if builds:
+        lines.append("")
+    s = scorer
+    if s and "error" not in s:
+        lines += [
+            f"Scoring throughput on Spark, on the {s['users']:,} scoring rows of the {size_label(s['size'])} set "
+            f"({s['rows_from']}): a calibrated LightGBM of {s['trees']} trees on {s['features']} features "
+            f"(pipeline.train.fit_churn_model on {s['train_rows']:,} training rows of the "
+            f"{size_label(s['train_size'])} set, {s['fit_s']:.0f} s, untimed), saved with "
+            "mlflow.sklearn (pyfunc predict = predict_proba) and loaded by mlflow.pyfunc.spark_udf. Session start "
+            f"{s['session_s']:.1f} s and rollup {s['rollup_s']:.1f} s (cached) not included below. Probabilities: "
+            f"best of 3, max difference from predict_proba on the driver {s['proba_max_diff']:.1e}; the list: 1 run, "
+            f"identical to the pandas scorer's (score_population): {'yes' if s['list_same'] else '**no**'}.",
+            "",
+            "| what | users | s | users/s |",
+            "|---|---|---|---|",
+        ]
+        rows = [
+            ("feature rows in Spark (snapshot_frame, persisted + counted)", s["frame_rows"], s["frame_s"]),
+            ("probabilities (spark_udf over the persisted rows -> pandas)", s["users"], s["proba_s"]),
+            (
+                "whole win-back list, default (score_population_spark, reasons_for: contact_list; "
+                "its own feature rows included)",
+                s["users"],
+                s["list_s"],
+            ),
+        ]
+        if "list_all_s" in s:
+            rows.append(("whole win-back list, reasons_for: all (score_population_spark)", s["users"], s["list_all_s"]))
+        lines += [f"| {w} | {u:,} | {t:.2f} | {u / t:,.0f} |" for w, u, t in rows]
+        tree = _tree_mem(s)
+        cpu = f"CPU {s['cpu']:.2f}, others {s['others']:.2f}"
+        lines += ["", f"Spark scoring step: peak GB, tree PSS (tree RSS; JVM RSS) {tree}; {cpu}.", ""]
+    elif s:
+        lines += [f"Scoring throughput on Spark: FAILED ({s['error']})", ""]
+    elif "spark_scorer" in args.spark_steps:
+        lines += ["Scoring throughput on Spark: not run (see the notes).", ""]
+    return lines
 
 
 def bars(sizes: list[int], res: dict, metas: dict, scorer: dict | None, args: argparse.Namespace) -> list[str]:
@@ -923,10 +1352,17 @@ def main() -> None:
     )
     ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/benchmarks.md")
     ap.add_argument("--part-rows", type=int, help="features.snapshot_part_rows of (b) (default: params.yaml's)")
+    ap.add_argument("--no-spark", action="store_true", help="skip the Spark local-mode steps")
+    ap.add_argument(
+        "--spark-max", default="2M", help="largest size for the Spark steps (local Spark on 2 cores is slow)"
+    )
+    ap.add_argument(
+        "--spark-memory", default="3g", help="spark.driver.memory of the Spark steps (local mode: all of it)"
+    )
     ap.add_argument(
         "--only",
         help="comma-separated steps to run: reference, scoring_build, training_build, pandas, pandas_training, "
-        "scorer (a partial run: implies --no-write)",
+        "scorer, spark_scoring_build, spark_training_build, spark_scorer (a partial run: implies --no-write)",
     )
     ap.add_argument("--step", choices=sorted(STEPS), help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
@@ -958,7 +1394,18 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     base = {"threads": args.threads, "memory_limit": args.memory_limit, "tmp": str(data_dir / "duckdb_tmp")}
     base["part_rows"] = args.part_rows
+    spark_max = parse_size(args.spark_max)
+    args.spark_steps = [s for s in SPARK_STEPS if wanted(s)]
+    args.spark_reason = "--no-spark" if args.no_spark else (spark_missing() if args.spark_steps else None)
+    if args.spark_reason:
+        print(f"Spark steps not run: {args.spark_reason}", flush=True)
+        args.spark_steps = []
+    spark_base = {**base, "spark_memory": args.spark_memory}
     t_start = time.perf_counter()
+
+    def spark_step(name: str, spec: dict) -> dict:
+        """run_step for a Spark step: no DuckDB memory limit to retry at; peak RSS over the process tree."""
+        return run_step(name, {**spec, **spark_base}, work, args.quiet_wait, tree=True)
 
     def step(name: str, spec: dict, tag: str | None = None) -> dict:
         """run_step, retried at the next of --retry-memory-limits while DuckDB runs out of memory."""
@@ -975,10 +1422,11 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()}", flush=True)
     res: dict[int, dict] = {}
     metas: dict[int, dict] = {}
+    event_paths: dict[int, Path] = {}
     notes: list[str] = []
     for n in sizes:
         path, meta = ensure_events(n, data_dir, args.threads)
-        metas[n] = meta
+        metas[n], event_paths[n] = meta, path
         warm(path)
         end = dt.date.fromisoformat(meta["data_end"])
         last = end - dt.timedelta(days=horizon)
@@ -1017,6 +1465,19 @@ def main() -> None:
             )
         elif wanted("pandas_training"):
             notes.append(f"{label}: pandas over the training cutoffs not run (above --pandas-cutoffs-max)")
+        if "spark_scoring_build" in args.spark_steps and n <= spark_max:
+            spark_out = work / f"spark_scoring_{label}.parquet"
+            one = {**spec, "cutoffs": [end.isoformat()], "save": str(spark_out)}
+            r["spark_scoring_build"] = spark_step("spark_scoring_build", one)
+            if spark_out.exists() and scoring_out.exists():
+                check = _check_same(scoring_out, spark_out)
+                notes.append(f"{label}: {check}")
+                print(f"  {check}", flush=True)
+        if "spark_training_build" in args.spark_steps and n <= spark_max:
+            r["spark_training_build"] = spark_step("spark_training_build", {**spec, "cutoffs": train_cutoffs})
+        if args.spark_steps and n > spark_max:
+            notes.append(f"{label}: Spark steps not run (above --spark-max {args.spark_max})")
+            print(f"  Spark steps not run (above --spark-max {args.spark_max})", flush=True)
         res[n] = r
     scorer = None
     train_file = work / f"training_{size_label(sizes[0])}.parquet"
@@ -1026,10 +1487,27 @@ def main() -> None:
         spec = {**base, "train": str(train_file), "rows": str(rows_file), "contacts": args.contacts}
         scorer = step("scorer", {**spec, "all": args.reasons_all, "as_of": metas[scored]["data_end"]})
         scorer |= {"size": scored, "train_size": sizes[0]}
+    spark_scorer = None
+    spark_sizes = [n for n in sizes if n <= spark_max]
+    if "spark_scorer" in args.spark_steps and spark_sizes:
+        label = size_label(max(spark_sizes))
+        rows_file = next(
+            (f for f in (work / f"spark_scoring_{label}.parquet", work / f"scoring_{label}.parquet") if f.exists()),
+            None,
+        )
+        if train_file.exists() and rows_file:
+            n = max(spark_sizes)
+            spec = {**base, "events": str(event_paths[n]), "train": str(train_file), "rows": str(rows_file)}
+            spark_scorer = spark_step("spark_scorer", {**spec, "all": args.reasons_all, "as_of": metas[n]["data_end"]})
+            spark_scorer |= {"size": max(spark_sizes), "train_size": sizes[0], "rows_from": rows_file.name}
+        else:
+            why = "training_build (smallest size)" if not train_file.exists() else f"a scoring build at {label}"
+            notes.append(f"Spark scoring throughput not run: it needs the snapshots of {why} in the same run")
+            print(f"spark_scorer not run: it needs the snapshots of {why} in the same run", flush=True)
     if 100_000_000 not in sizes:
         notes.append("100M not run in this invocation (`--sizes 2M,20M,100M`; see the 100M run below if recorded)")
     notes.append(f"run took {time.perf_counter() - t_start:.0f} s; load average at the end {os.getloadavg()[0]:.2f}")
-    block = report(args, sizes, res, metas, scorer, notes)
+    block = report(args, sizes, res, metas, scorer, notes, spark_scorer)
     print()
     print(block)
     if not args.no_write:
