@@ -44,6 +44,7 @@ from pipeline.ingest import (
     match_files,
     reject_rows,
 )
+from pipeline.privacy import pseudonymise, redact_rejects
 
 CONTACTS_SCHEMA = pa.DataFrameSchema(
     {
@@ -123,7 +124,12 @@ def contact_mapping(columns: list[str], data: DataParams, source_name: str) -> d
 
 
 def normalise_contacts(
-    raw: pd.DataFrame, data: DataParams, source_name: str, now: pd.Timestamp, known_users: set[str] | None
+    raw: pd.DataFrame,
+    data: DataParams,
+    source_name: str,
+    now: pd.Timestamp,
+    known_users: set[str] | None,
+    key: bytes | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """(accepted contacts, rejects, counts) of one file; duplicates are found across files by `ingest_contacts`."""
     raw = raw.reset_index(drop=True)
@@ -153,6 +159,8 @@ def normalise_contacts(
         reason[mask & reason.isna()] = name
 
     user_id = _clean_ids(raw[mapping["user_id"]])
+    if key is not None:  # the events' ids are pseudonyms too (privacy.pseudonymise_user_ids)
+        user_id = pseudonymise(user_id, key)
     flag(user_id.isna(), "null_user_id")
     times, null_time, bad_time = _parse_times(values, tz, source_name, time_col)
     flag(null_time, "null_contacted_at")
@@ -237,16 +245,23 @@ def ingest_contacts(
     out_contacts: Path,
     out_rejects: Path,
     now: pd.Timestamp | None = None,
+    key: bytes | None = None,
 ) -> dict[str, Any]:
-    """Validate the contact log against the ingested events and write contacts, rejects; return the counts."""
+    """Validate the contact log against the ingested events and write contacts, rejects; return the counts.
+
+    With a pseudonym `key`, user ids are keyed hashes and rejects keep only the mapped columns.
+    """
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     raws = {str(path): read_contact_file(path).reset_index(drop=True) for path in files}
     for name, raw in raws.items():
         raw.columns = [str(c) for c in raw.columns]
         contact_mapping(list(raw.columns), data, name)
     known = event_users(events_path) if raws else None
-    parts = [normalise_contacts(raw, data, name, now, known) for name, raw in raws.items()]
+    parts = [normalise_contacts(raw, data, name, now, known, key) for name, raw in raws.items()]
     contacts, rejects, metrics = combine(parts, raws)
+    if key is not None:
+        mapped = {data.contact_columns.get(c, c) for c in CONTACT_COLUMNS} - {None}
+        rejects = redact_rejects(rejects, mapped, data.contact_columns.get("user_id", "user_id") or "", key)
     io.write_parquet(contacts, out_contacts)
     io.write_parquet(rejects, out_rejects)
     return metrics
@@ -283,9 +298,9 @@ def flag_contacted(
     `contacted` is not a feature: training reads it only to exclude or down-weight rows (train.contacted).
     `keys`: contacted_keys computed once for many parts of the snapshots (by default, for `snap`'s cutoffs).
     """
-    snap = snap.copy()
     if keys is None:
         keys = contacted_keys(con, contacts_path, list(snap["cutoff"].unique()), horizon_days)
+    if not len(keys):  # no logged contact near any cutoff (or no log): no row to look up
+        return snap.assign(contacted=np.zeros(len(snap), dtype=bool))
     rows = pd.MultiIndex.from_arrays([snap["user_id"].astype(str), snap["cutoff"]])
-    snap["contacted"] = rows.isin(keys)
-    return snap
+    return snap.assign(contacted=rows.isin(keys))

@@ -646,6 +646,17 @@ def _combine(results: list[IngestResult]) -> IngestResult:
 # ------------------------------------------------------------------------------------------- stage
 
 
+def _pseudonymised(result: IngestResult, data: DataParams, key: bytes) -> IngestResult:
+    """Events with keyed-hash user ids (re-sorted), rejects redacted to their mapped columns."""
+    from pipeline.privacy import pseudonymise, redact_rejects
+
+    events = result.events.assign(user_id=pseudonymise(result.events["user_id"], key))
+    events = events.sort_values(SORT_KEYS, kind="stable").reset_index(drop=True)
+    mapped = {data.columns.get(c, c) for c in CANONICAL_COLUMNS} | {f"{DERIVED_PREFIX}{c}" for c in data.derive}
+    rejects = redact_rejects(result.rejects, mapped - {None}, data.columns.get("user_id", "user_id") or "", key)
+    return IngestResult(events=events, rejects=rejects, metrics=result.metrics)
+
+
 def ingest(
     data: DataParams,
     synthetic_path: Path,
@@ -654,10 +665,13 @@ def ingest(
     out_metrics: Path,
     now: pd.Timestamp | None = None,
     spark: Any = None,
+    key: bytes | None = None,
 ) -> dict:
     """Ingest every source file and write events, rejects and metrics; on any failure write nothing.
 
     With a Spark session, Parquet sources are read and grouped by Spark (pipeline/spark_ingest.py).
+    With a pseudonym `key` (pipeline/privacy.py), user ids are written as keyed hashes and quarantined
+    rows keep only their mapped columns.
     """
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     if is_warehouse_url(data.source):
@@ -694,6 +708,8 @@ def ingest(
             f"{metrics['rejected_by_reason']}).{example} Check data.columns, data.timezone, data.min_time "
             "and data.max_future_days in params.yaml against the file; nothing was written"
         )
+    if key is not None:
+        result = _pseudonymised(result, data, key)
     write_parquet(result.events, out_events)
     if Path(out_rejects).name.lower().endswith(".csv"):
         write_csv(result.rejects, out_rejects)

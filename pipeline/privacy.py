@@ -47,3 +47,19 @@ def pseudonymise(ids: pd.Series, key: bytes) -> pd.Series:
     out = pd.Series(pd.NA, index=ids.index, dtype="object")
     out[present] = hashed[inverse] if len(uniques) else []
     return out.astype(ids.dtype if pd.api.types.is_string_dtype(ids.dtype) else "object")
+
+
+def redact_rejects(rejects: pd.DataFrame, keep: set[str], id_column: str, key: bytes) -> pd.DataFrame:
+    """Quarantined rows with only the meta columns and the mapped source columns, the user id pseudonymised.
+
+    Unmapped source columns (names, e-mail addresses, free text) never reach an output; source_file and
+    source_row still point at the original row for whoever may read the source.
+    """
+    from pipeline.ingest import REJECT_META
+
+    cols = [c for c in rejects.columns if c in REJECT_META or c in keep]
+    out = rejects[cols].copy()
+    if id_column in out.columns:
+        ids = out[id_column].where(out[id_column].notna())
+        out[id_column] = pseudonymise(ids, key)
+    return out

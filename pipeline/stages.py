@@ -46,13 +46,18 @@ def ingest(params: Params, paths: Paths) -> dict:
     """Validate, normalise and quarantine the configured source into canonical events."""
     from pipeline.contacts import contact_files, ingest_contacts
     from pipeline.ingest import ingest as run_ingest
+    from pipeline.privacy import pseudonym_key
 
+    key = pseudonym_key(params.privacy)  # a missing key fails before anything is read or written
     contact_log = contact_files(params.data, paths.raw_contacts)  # a missing log fails before anything is written
     spark = spark_session(params) if params.engine == "spark" else None
     metrics = run_ingest(
-        params.data, paths.raw_events, paths.events, paths.rejects, paths.metrics("ingest"), spark=spark
+        params.data, paths.raw_events, paths.events, paths.rejects, paths.metrics("ingest"), spark=spark, key=key
     )
-    metrics["contacts"] = ingest_contacts(params.data, contact_log, paths.events, paths.contacts, paths.contact_rejects)
+    metrics["contacts"] = ingest_contacts(
+        params.data, contact_log, paths.events, paths.contacts, paths.contact_rejects, key=key
+    )
+    metrics["pseudonymised_user_ids"] = key is not None
     io.write_json(metrics, paths.metrics("ingest"))
     return metrics
 

@@ -141,13 +141,16 @@ def test_report_dom_has_cards_and_the_list(rendered: tuple[subprocess.CompletedP
     cards = ("Users scored", "High risk", "Medium risk", "Low risk", "Value at risk", "Holdout", "Marked for contact")
     for label in cards:
         assert label in labels, f"summary card {label!r} missing; cards: {labels}"
-    for section in ("Risk distribution", "Campaign", "What drives churn", "Retention KPIs", "Model card"):
+    sections = ("Risk distribution", "Campaign", "What drives churn", "Retention KPIs", "Model card")
+    for section in (*sections, "Drift and guards"):
         assert section in dom.tables, f"no {section!r} table; sections with tables: {list(dom.tables)}"
     top = [name for name in dom.tables if name.startswith("Top ") and name.endswith(" of the list")]
     assert top, f"no 'Top N of the list' table; sections with tables: {list(dom.tables)}"
     rows = [r for r in dom.tables[top[0]] if r and all(c.startswith("td:") for c in r)]
     assert len(rows) >= 10, f"{len(rows)} list rows in the report"
     assert [r[0] for r in rows[:3]] == ["td:1", "td:2", "td:3"], rows[:3]
+    drift = [r for r in dom.tables["Drift and guards"] if r and r[0].startswith("td:")]
+    assert len(drift) == 10 and all(float(r[1].removeprefix("td:")) >= 0 for r in drift), drift[:3]
     # self-contained: images are inlined, nothing is fetched from disk or network
     assert all(src.startswith("data:image/") for src in dom.images), [s[:60] for s in dom.images]
 

@@ -143,7 +143,9 @@ def test_flag_contacted_marks_snapshot_rows(tmp_path: Path) -> None:
     cutoffs = [dt.date(2026, 1, 5) + dt.timedelta(weeks=i) for i in range(30)]
     snap = pd.DataFrame([(u, c) for c in cutoffs for u in ("a", "b")], columns=["user_id", "cutoff"])
     path = tmp_path / "contacts.parquet"
-    assert not flag_contacted(con, snap, path, 28)["contacted"].any()  # no log yet
+    unflagged = flag_contacted(con, snap, path, 28)  # no log yet
+    assert unflagged["contacted"].dtype == bool and not unflagged["contacted"].any()
+    assert unflagged.drop(columns="contacted").equals(snap) and "contacted" not in snap
     pd.DataFrame(
         {"user_id": ["a"], "contacted_at": pd.to_datetime(["2026-03-04 10:00"], utc=True), "action": ["email"]}
     ).to_parquet(path)
