@@ -17,6 +17,12 @@ from pipeline.engine import read_events
 from tests.conftest import random_events
 
 
+def _tables(con) -> set[str]:
+    """write_snapshots' own tables and views left in the DuckDB connection (Ibis's list_tables fails here)."""
+    sql = "SELECT table_name FROM duckdb_tables() UNION ALL SELECT view_name FROM duckdb_views() WHERE NOT internal"
+    return {row[0] for row in con.raw_sql(sql).fetchall() if row[0].startswith("winback_")}
+
+
 def _with_part_rows(params: Params, rows: int) -> Params:
     return params.model_copy(update={"features": params.features.model_copy(update={"snapshot_part_rows": rows})})
 
@@ -54,6 +60,8 @@ def test_snapshots_written_in_parts_equal_the_whole_build(tmp_path: Path, con, p
     # about 80 rows a part (the bound per user counts a few cutoffs the user is not in the population at)
     summary = write_snapshots(con, rolled, cutoffs, _with_part_rows(params, 100), contacts, target)
     assert summary["parts"] > 4
+    # the view of a part's users and the table of cutoffs the query is compiled over are dropped
+    assert not _tables(con)
     got = read_snapshots(target)
     assert_frame_equal(got, whole, check_exact=True)
     # the file itself is in part order; every reader goes through read_snapshots
@@ -92,7 +100,7 @@ def test_a_failing_part_keeps_the_previous_file(tmp_path: Path, con, params: Par
     target = tmp_path / "snapshots.parquet"
     target.write_bytes(b"previous snapshots")
     calls = {"n": 0}
-    real = build.build_snapshots
+    real = build.snapshot_frame
 
     def failing(*args, **kwargs):
         calls["n"] += 1
@@ -100,9 +108,10 @@ def test_a_failing_part_keeps_the_previous_file(tmp_path: Path, con, params: Par
             raise RuntimeError("engine failed on the second part")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(build, "build_snapshots", failing)
+    monkeypatch.setattr(build, "snapshot_frame", failing)
     with pytest.raises(RuntimeError, match="second part"):
         write_snapshots(con, rolled, cutoffs, _with_part_rows(params, 100), contacts, target)
     assert calls["n"] == 2
+    assert not _tables(con)
     assert target.read_bytes() == b"previous snapshots"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["contacts.parquet", "events.parquet", "snapshots.parquet"]
