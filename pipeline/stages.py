@@ -203,8 +203,20 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None, force: str
 
     Every file is written to a staging directory first and published all at once with a manifest
     (pipeline.publish); a failure or a kill leaves the previous list of that date, if any, as it was.
-    `force`: the reason to publish although a guard failed (recorded in the manifest).
+    `force`: the reason to publish although a guard failed (recorded in the manifest). Every run,
+    published or refused, is appended to the run log (outputs/winback/runs.jsonl).
     """
+    run: dict[str, Any] = {"as_of": as_of or params.score.as_of}  # _score fills in the date it resolves
+    try:
+        return _score(params, paths, run, force)
+    except WinbackError as exc:
+        day = run["as_of"]
+        entry = {"as_of": day.isoformat() if day else None, "error": str(exc), "exit_code": int(exc.exit_code)}
+        publish.log_run(paths.lists_root, entry)
+        raise
+
+
+def _score(params: Params, paths: Paths, run: dict[str, Any], force: str | None) -> dict:
     client = tracking.setup(params.mlflow)
     name = params.mlflow.model_name
     version = tracking.alias_version(client, name, "champion")
@@ -218,7 +230,7 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None, force: str
     events = read_events(con, paths.events)
     rolled = rollup(events)
     first, end = data_span(con, rolled)
-    as_of = as_of or params.score.as_of or end
+    as_of = run["as_of"] = run["as_of"] or end
     _check_as_of(as_of, first, end)
     lists = paths.lists_root
     with publish.exclusive_run(lists, as_of):
@@ -240,10 +252,8 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None, force: str
                 "forced": force,
             }
             published = publish.publish(staging, paths.winback_dir(as_of), manifest)
-        except BaseException as exc:
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-            if isinstance(exc, WinbackError):
-                publish.log_run(lists, {"as_of": as_of.isoformat(), "error": str(exc), "exit_code": int(exc.exit_code)})
             raise
     out_dir = paths.winback_dir(as_of)
     io.write_json({"as_of": as_of.isoformat(), "dir": str(out_dir), "model_version": version}, paths.latest_score)

@@ -86,6 +86,8 @@ def test_two_runs_for_one_date_one_publishes_the_other_exits_busy(copy: Path) ->
     text = " ".join((out + err).split())
     assert f"another run is scoring {DATE}" in text and "pid 4242" in text
     assert not (lists / DATE).exists()
+    refused = json.loads((lists / "runs.jsonl").read_text().splitlines()[-1])
+    assert refused["as_of"] == DATE and refused["exit_code"] == ExitCode.BUSY
     # truly concurrent: whichever takes the lock first publishes; the other is refused or publishes the same
     procs = [_score(copy), _score(copy)]
     codes = sorted(p.wait(timeout=900) for p in procs)
