@@ -241,6 +241,10 @@ def _score(params: Params, paths: Paths, run: dict[str, Any], force: str | None)
             drift_reference = tracking.drift_reference(client, name, version)
             summary["guards"] = _guard(staging, summary, drift_reference, params, paths, as_of, force)
             io.write_json(summary, staging / "summary.json")
+            # the report is published with its list: re-scoring a date never leaves an older report beside it
+            from pipeline.report import render_report
+
+            io.write_text(render_report(paths, staging), staging / "report.html")
             manifest = {
                 "as_of": as_of.isoformat(),
                 "model": {"name": name, "version": version},
@@ -257,6 +261,7 @@ def _score(params: Params, paths: Paths, run: dict[str, Any], force: str | None)
             raise
     out_dir = paths.winback_dir(as_of)
     io.write_json({"as_of": as_of.isoformat(), "dir": str(out_dir), "model_version": version}, paths.latest_score)
+    io.write_json({"as_of": as_of.isoformat(), "report": str(out_dir / "report.html")}, paths.latest_report)
     publish.log_run(lists, {"as_of": as_of.isoformat(), "published": published.name, "forced": force})
     return summary
 
@@ -390,7 +395,11 @@ def past_list_calibration(
 
 
 def report(params: Params, paths: Paths) -> Path:
-    """Render report.html beside the latest win-back list."""
+    """Render report.html beside the latest win-back list (again: score publishes one with the list).
+
+    In `dvc repro` order it renders from the same inputs as the score stage did, so the published file is
+    unchanged; after `winback explain` or `evaluate` alone it brings the report up to date.
+    """
     from pipeline.report import render_report
 
     latest = json.loads(paths.latest_score.read_text())
