@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -571,6 +572,16 @@ def _best(fn, repeat: int) -> float:
     return best
 
 
+def _fit(snaps, params, cat: dict) -> tuple:
+    """(the calibrated model fitted as the train stage fits it, seconds): untimed in the figures."""
+    from pipeline.train import fit_churn_model
+
+    t0 = time.perf_counter()
+    features = [c for c in snaps.columns if c in cat]
+    trained = fit_churn_model(snaps, features, params.labels.horizon_days, params.train, params.seed, params.threads)
+    return trained, time.perf_counter() - t0
+
+
 def step_scorer(spec: dict) -> dict:
     """Scoring throughput: probabilities and reason codes (users/s) with a model trained here."""
     import numpy as np
@@ -580,7 +591,7 @@ def step_scorer(spec: dict) -> dict:
     from pipeline.explain import shap_values
     from pipeline.reasons import top_reasons
     from pipeline.stages import score_population
-    from pipeline.train import fit_churn_model, inner_booster, matrix, model_feature_names
+    from pipeline.train import inner_booster, matrix, model_feature_names
 
     params = _params(spec)
     cat = {f.name: f for f in catalogue(params.features.windows)}
@@ -589,16 +600,7 @@ def step_scorer(spec: dict) -> dict:
     except ImportError:
         read_snapshots = pd.read_parquet
     snaps = read_snapshots(spec["train"])
-    t0 = time.perf_counter()
-    trained = fit_churn_model(
-        snaps,
-        [c for c in snaps.columns if c in cat],
-        params.labels.horizon_days,
-        params.train,
-        params.seed,
-        params.threads,
-    )
-    fit_s = time.perf_counter() - t0
+    trained, fit_s = _fit(snaps, params, cat)
     model, booster = trained.model, inner_booster(trained.model)
     features = model_feature_names(model)
     rows = pd.read_parquet(spec["rows"])
@@ -776,21 +778,12 @@ def step_spark_scorer(spec: dict) -> dict:
     from pipeline.spark_scoring import score_population_spark, snapshot_frame
     from pipeline.stages import score_population
     from pipeline.tracking import trusted_types
-    from pipeline.train import fit_churn_model, matrix, model_feature_names
+    from pipeline.train import matrix, model_feature_names
 
     params = _spark_params(spec)
     cat = {f.name: f for f in catalogue(params.features.windows)}
     snaps = read_snapshots(spec["train"])
-    t0 = time.perf_counter()
-    trained = fit_churn_model(
-        snaps,
-        [c for c in snaps.columns if c in cat],
-        params.labels.horizon_days,
-        params.train,
-        params.seed,
-        params.threads,
-    )
-    fit_s = time.perf_counter() - t0
+    trained, fit_s = _fit(snaps, params, cat)
     model = trained.model
     features = model_feature_names(model)
     example = snaps[features].head(5).astype("float64")
@@ -1425,6 +1418,12 @@ def main() -> None:
     event_paths: dict[int, Path] = {}
     notes: list[str] = []
     for n in sizes:
+        # generated in a child: a forked step starts with its parent's peak RSS, so the parent stays small
+        gen = multiprocessing.get_context("spawn").Process(target=ensure_events, args=(n, data_dir, args.threads))
+        gen.start()
+        gen.join()
+        if gen.exitcode != 0:
+            sys.exit(f"generating {n:,} events failed (exit {gen.exitcode})")
         path, meta = ensure_events(n, data_dir, args.threads)
         metas[n], event_paths[n] = meta, path
         warm(path)
