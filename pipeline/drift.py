@@ -62,13 +62,16 @@ def psi(expected: list[float], actual: list[float]) -> float:
 
 
 def compare(reference: dict[str, Any], frame: pd.DataFrame, scores: np.ndarray) -> dict[str, Any]:
-    """PSI of every reference feature present in `frame` and of `scores`; features sorted by PSI, largest first."""
+    """PSI of every reference feature present in `frame` and of `scores`.
+
+    `feature_psi` is a list of {feature, psi}, largest first (a list: JSON written with sorted keys keeps its order).
+    """
     out: dict[str, float] = {}
     for name, ref in reference["features"].items():
         if name in frame.columns:
             now = shares(frame[name].to_numpy("float64", na_value=np.nan), ref["edges"])
             out[name] = round(psi(ref["shares"], now), 6)
-    ranked = dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+    ranked = [{"feature": k, "psi": v} for k, v in sorted(out.items(), key=lambda kv: (-kv[1], kv[0]))]
     score_psi = psi(reference["score"]["shares"], shares(scores, reference["score"]["edges"]))
     return {"reference_rows": reference["rows"], "score_psi": round(score_psi, 6), "feature_psi": ranked}
 

@@ -42,9 +42,9 @@ def drift_check(drift: dict[str, Any] | None, gp: GuardParams, model_version: st
             f"the churn score's PSI against model v{model_version}'s training rows is {drift['score_psi']:.3f} "
             f"(score.guards.max_score_psi {gp.max_score_psi})"
         )
-    over = {k: v for k, v in drift["feature_psi"].items() if v > gp.max_feature_psi}
+    over = [r for r in drift["feature_psi"] if r["psi"] > gp.max_feature_psi]
     if over:
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in list(over.items())[:5])
+        shown = ", ".join(f"{r['feature']} {r['psi']:.3f}" for r in over[:5])
         failed.append(
             f"{len(over)} feature(s) drifted beyond PSI {gp.max_feature_psi} (score.guards.max_feature_psi): "
             f"{shown}{' ...' if len(over) > 5 else ''}"

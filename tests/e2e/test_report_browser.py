@@ -150,7 +150,8 @@ def test_report_dom_has_cards_and_the_list(rendered: tuple[subprocess.CompletedP
     assert len(rows) >= 10, f"{len(rows)} list rows in the report"
     assert [r[0] for r in rows[:3]] == ["td:1", "td:2", "td:3"], rows[:3]
     drift = [r for r in dom.tables["Drift and guards"] if r and r[0].startswith("td:")]
-    assert len(drift) == 10 and all(float(r[1].removeprefix("td:")) >= 0 for r in drift), drift[:3]
+    psi = [float(r[1].removeprefix("td:")) for r in drift]
+    assert len(drift) == 10 and psi == sorted(psi, reverse=True) and psi[-1] >= 0, drift[:3]
     # self-contained: images are inlined, nothing is fetched from disk or network
     assert all(src.startswith("data:image/") for src in dom.images), [s[:60] for s in dom.images]
 

@@ -133,6 +133,8 @@ def test_a_guard_refuses_to_publish_until_forced_with_a_reason(copy: Path) -> No
     assert guards["forced"] == reason and "max_score_psi" in guards["failed"][0]
     drift = guards["drift"]
     assert drift["available"] and drift["score_psi"] > 1e-6 and len(drift["feature_psi"]) > 20
+    psi = [r["psi"] for r in drift["feature_psi"]]
+    assert psi == sorted(psi, reverse=True)  # the most drifted first, also after summary.json's sorted keys
 
 
 def test_realised_churn_of_past_lists_is_reported_once_their_horizon_passed(copy: Path) -> None:
