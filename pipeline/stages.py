@@ -237,9 +237,9 @@ def _score(params: Params, paths: Paths, run: dict[str, Any], force: str | None)
         publish.remove_stale_staging(lists, as_of)
         staging = publish.new_staging(lists, as_of)
         try:
-            summary = _score_into(staging, con, rolled, model, name, version, params, paths, as_of, end)
+            summary, rows, lst = _score_into(staging, con, rolled, model, name, version, params, paths, as_of, end)
             drift_reference = tracking.drift_reference(client, name, version)
-            summary["guards"] = _guard(staging, summary, drift_reference, params, paths, as_of, force)
+            summary["guards"] = _guard(rows, lst, summary, drift_reference, params, paths, as_of, force)
             io.write_json(summary, staging / "summary.json")
             # the report is published with its list: re-scoring a date never leaves an older report beside it
             from pipeline.report import render_report
@@ -280,7 +280,8 @@ def _check_as_of(as_of: dt.date, first: dt.date, end: dt.date) -> None:
 
 
 def _guard(
-    staging: Path,
+    rows: pd.DataFrame,
+    lst: pd.DataFrame,
     summary: dict,
     reference: dict | None,
     params: Params,
@@ -288,10 +289,8 @@ def _guard(
     as_of: dt.date,
     force: str | None,
 ) -> dict:
-    """Population and drift guards on the staged list; raises GuardError (nothing published) unless forced."""
+    """Population and drift guards on the scored rows and list; raises GuardError (nothing published) unless forced."""
     gp = params.score.guards
-    lst = pd.read_parquet(staging / "winback.parquet", columns=["churn_probability"])
-    rows = pd.read_parquet(staging / "features.parquet")
     previous = paths.previous_list(as_of)
     prev_users = len(pd.read_parquet(previous, columns=["user_id"])) if previous else None
     population = guards.population_check(len(lst), prev_users, previous.parent.name if previous else None, gp)
@@ -320,8 +319,8 @@ def _score_into(
     paths: Paths,
     as_of: dt.date,
     end: dt.date,
-) -> dict:
-    """Build, score and write the list's files for `as_of` into `out_dir`; returns the summary (not yet written)."""
+) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Build, score and write the list's files for `as_of` into `out_dir`: (summary, not yet written; rows; list)."""
     rows = build_snapshots(con, rolled, [as_of], params, labelled=False)
     if rows.empty:
         raise InputError(f"no user is in the population at {as_of} (lookback {params.labels.lookback_days} days)")
@@ -363,7 +362,7 @@ def _score_into(
     cohorts = con.to_pandas(cohort_retention(rolled, day_number(as_of)))
     io.write_csv(cohorts, out_dir / "cohort_retention.csv")
     summary["calibration_drift"] = past_list_calibration(con, rolled, params, paths, as_of, end)
-    return summary
+    return summary, rows, lst
 
 
 # past lists whose realised churn each run reports (the most recent ones whose horizon has passed)
