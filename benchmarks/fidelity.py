@@ -24,7 +24,7 @@ from record import provenance, write_section
 
 from features.catalogue import catalogue
 from pipeline import tracking
-from pipeline.build import build_snapshots, rollup
+from pipeline.build import build_snapshots, scoring_rollup
 from pipeline.config import load_params
 from pipeline.engine import connect, read_events
 from pipeline.explain import shap_values
@@ -40,7 +40,9 @@ CAUSES = ["engagement", "logistics", "promotion", "satisfaction", "service"]
 def top_shap_family(model, params, paths: Paths, as_of: dt.date) -> dict:
     """The reference: reason_1 = the explainable feature with the largest SHAP contribution."""
     con = connect(params)
-    rows = build_snapshots(con, rollup(read_events(con, paths.events)), [as_of], params, labelled=True)
+    rows = build_snapshots(
+        con, scoring_rollup(read_events(con, paths.events), as_of, params), [as_of], params, labelled=True
+    )
     features = model_feature_names(model)
     X = matrix(rows, features)
     contrib = shap_values(inner_booster(model), X)

@@ -12,10 +12,11 @@ each step in its own process (DuckDB and LightGBM threads = --threads, DuckDB me
 
   (c) reference: one plain DuckDB SQL group-by over the Parquet file (count, last time and summed
       amount per user and event type), fetched into an Arrow table: the practical ceiling of one pass;
-  (a) scoring build: read_events -> rollup -> build_snapshots(labelled=False) for one cutoff (the end
-      of the data, as `winback score` uses), i.e. every catalogue feature for the population,
+  (a) scoring build: read_events -> scoring_rollup (days before the longest window merged into one row
+      per user) -> build_snapshots(labelled=False) for one cutoff (the end of the data), as `winback score`
+      builds its features, i.e. every catalogue feature for the population,
       materialised as the pandas DataFrame build_snapshots returns;
-  (b) training build: the same rollup -> write_snapshots for --cutoffs weekly cutoffs ending at the last
+  (b) training build: the daily rollup -> write_snapshots for --cutoffs weekly cutoffs ending at the last
       labelable one (every feature, churned, future_revenue and contacted), as the features stage runs it:
       built in user ranges of at most about features.snapshot_part_rows rows (--part-rows) and written
       part by part to one Parquet file, so only one part is in memory at a time (with --code pointing at
@@ -36,7 +37,7 @@ Spark local mode (sizes up to --spark-max, default 2M: local Spark on 2 cores is
 are reported as not run; --no-spark skips them, and they are skipped with the reason printed when
 `java` is not on PATH or pyspark is not installed): master local[--threads], spark.driver.memory
 --spark-memory, the same pipeline functions with `engine: spark` (pipeline.engine.connect):
-  (a) on Spark: rollup (cached, materialised by a count) -> build_snapshots(labelled=False) for the
+  (a) on Spark: scoring_rollup (cached, materialised by a count) -> build_snapshots(labelled=False) for the
       scoring cutoff -> pandas, checked against the DuckDB scoring build's rows when both ran;
   (b) on Spark: write_snapshots over the training cutoffs, as (b);
   scoring throughput on Spark (needs (b)'s snapshots of the smallest size, as the DuckDB scorer):
@@ -299,15 +300,25 @@ def step_reference(spec: dict) -> dict:
     return {"seconds": time.perf_counter() - t0, "rows": table.num_rows, "out_mb": table.nbytes / 1e6}
 
 
+def _rollup_for(events, cutoffs: list, params, labelled: bool):
+    """The rollup the pipeline builds these snapshots from: merged before the windows for one unlabelled cutoff
+    (scoring, as `winback score` builds its features), daily otherwise; materialised (a temp table on DuckDB)."""
+    from pipeline import build
+
+    if not labelled and len(cutoffs) == 1 and hasattr(build, "scoring_rollup"):  # --code: older versions lack it
+        return build.scoring_rollup(events, cutoffs[0], params)
+    return build.rollup(events)
+
+
 def _build(spec: dict, labelled: bool) -> dict:
-    from pipeline.build import build_snapshots, rollup
+    from pipeline.build import build_snapshots
     from pipeline.engine import read_events
 
     params = _params(spec)
     cutoffs = [dt.date.fromisoformat(c) for c in spec["cutoffs"]]
     t0 = time.perf_counter()
     con = _connect(spec, params)
-    rolled = rollup(read_events(con, spec["events"]))  # materialised (a DuckDB temp table)
+    rolled = _rollup_for(read_events(con, spec["events"]), cutoffs, params, labelled)
     t1 = time.perf_counter()
     df = build_snapshots(con, rolled, cutoffs, params, labelled=labelled)
     t2 = time.perf_counter()
@@ -663,19 +674,19 @@ def _spark_params(spec: dict):
     return params.model_copy(update={"engine": "spark", "spark": sp})
 
 
-def _spark_rollup(spec: dict, params) -> tuple:
+def _spark_rollup(spec: dict, params, scoring: dt.date | None = None) -> tuple:
     """(con, rolled, session_s, rollup_s): a Spark session and the rollup, cached and materialised by a count.
 
     Spark caches lazily: the count makes the rollup exist before the snapshots, as DuckDB's temp table does.
+    `scoring`: the one cutoff of an unlabelled build (the rollup merged before its windows, as the scorer's).
     """
-    from pipeline.build import rollup
     from pipeline.engine import connect, read_events
 
     t0 = time.perf_counter()
     con = connect(params)
     con._session.sparkContext.setLogLevel("ERROR")
     t1 = time.perf_counter()
-    rolled = rollup(read_events(con, spec["events"]))
+    rolled = _rollup_for(read_events(con, spec["events"]), [scoring] if scoring else [], params, scoring is None)
     rows = int(con.execute(rolled.count()))
     t2 = time.perf_counter()
     return con, rolled, rows, t1 - t0, t2 - t1
@@ -703,7 +714,7 @@ def step_spark_scoring_build(spec: dict) -> dict:
     params = _spark_params(spec)
     cutoffs = [dt.date.fromisoformat(c) for c in spec["cutoffs"]]
     t0 = time.perf_counter()
-    con, rolled, rollup_rows, session_s, rollup_s = _spark_rollup(spec, params)
+    con, rolled, rollup_rows, session_s, rollup_s = _spark_rollup(spec, params, scoring=cutoffs[0])
     t1 = time.perf_counter()
     df = build_snapshots(con, rolled, cutoffs, params, labelled=False)
     t2 = time.perf_counter()
@@ -802,7 +813,7 @@ def step_spark_scorer(spec: dict) -> dict:
     n = len(rows)
     out = {"fit_s": fit_s, "train_rows": trained.train_rows, "trees": trained.best_iteration, "users": n}
     out["leaves"], out["features"] = params.train.num_leaves, len(features)
-    con, rolled, _, out["session_s"], out["rollup_s"] = _spark_rollup(spec, params)
+    con, rolled, _, out["session_s"], out["rollup_s"] = _spark_rollup(spec, params, scoring=as_of)
     spark = con._session
     # the feature rows at as_of in Spark, as score_population_spark builds them (persisted, counted)
     t0 = time.perf_counter()

@@ -21,7 +21,9 @@ EPOCH = dt.date(1970, 1, 1)
 # a tier level is stored as day * TIER_CODE + level, so the running max is the latest level
 TIER_CODE = 1000
 
-# running values over all history before a cutoff: name -> (reduction, per-rollup-row value)
+# running values over all history before a cutoff: name -> (reduction, per-rollup-row value). Each is
+# a sum, min or max of rollup columns that hold sums or latest values, so it is the same over a rollup
+# whose early days are merged into one row (rollup.user_day_rollup's merge_before)
 HISTORY: dict[str, tuple[str, Callable[[Table], ibis.Expr]]] = {
     "sum_n_orders": ("sum", lambda r: r.n_orders),
     "sum_n_coupon_orders": ("sum", lambda r: r.n_coupon_orders),
@@ -31,14 +33,14 @@ HISTORY: dict[str, tuple[str, Callable[[Table], ibis.Expr]]] = {
     "sum_n_support_resolved": ("sum", lambda r: r.n_support_resolved),
     "sum_late_n": ("sum", lambda r: r.late_n),
     "sum_purchase_gap": ("sum", lambda r: r.purchase_gap),
-    "sum_gap_n": ("sum", lambda r: r.purchase_gap.notnull().cast("int64")),
-    "sum_gap_sq": ("sum", lambda r: r.purchase_gap * r.purchase_gap),
-    "sum_purchase_days": ("sum", lambda r: (r.n_orders > 0).cast("int64")),
+    "sum_gap_n": ("sum", lambda r: r.gap_n),
+    "sum_gap_sq": ("sum", lambda r: r.gap_sq),
+    "sum_purchase_days": ("sum", lambda r: r.purchase_days),
     "first_ts": ("min", lambda r: r.first_ts),
     "first_purchase_ts": ("min", lambda r: r.first_purchase_ts),
     "last_ts": ("max", lambda r: r.last_ts),
     "last_purchase_ts": ("max", lambda r: r.last_purchase_ts),
-    "last_coupon_ts": ("max", lambda r: ibis.ifelse(r.n_coupon_orders > 0, r.last_ts, ibis.null("int64"))),
+    "last_coupon_ts": ("max", lambda r: r.last_coupon_ts),
     "tier": (
         "max",
         lambda r: ibis.ifelse(r.tier_last.notnull(), r.d * TIER_CODE + r.tier_last.cast("int64"), ibis.null("int64")),

@@ -17,8 +17,8 @@ from ibis.backends import BaseBackend
 from ibis.expr.types import Table
 
 from features.labels import churn_labels, future_revenue, population
-from features.rollup import user_day_rollup
-from features.windows import EPOCH, cutoff_table, snapshot_features
+from features.rollup import side_events, user_day_rollup
+from features.windows import EPOCH, cutoff_table, day_number, longest_window, snapshot_features
 from pipeline import io
 from pipeline.config import FeatureParams, LabelParams, Params
 from pipeline.errors import InputError
@@ -55,9 +55,24 @@ def labelable_cutoffs(first_day: dt.date, data_end: dt.date, fp: FeatureParams, 
     return sorted(out)
 
 
-def rollup(events: Table) -> Table:
-    """The user-day rollup, materialised once so features and labels do not recompute it."""
-    return user_day_rollup(events).cache()
+def rollup(events: Table, merge_before: int | None = None) -> Table:
+    """The user-day rollup (user_day_rollup), materialised once so features and labels do not recompute it."""
+    side = side_events(events).cache()  # one scan for every side table
+    try:
+        return user_day_rollup(events, merge_before, side).cache()
+    finally:
+        side.release()
+
+
+def scoring_rollup(events: Table, cutoff: dt.date, params: Params) -> Table:
+    """The rollup build_snapshots needs for the one cutoff `cutoff`, materialised: a row per user for the days
+    before the longest window and the lookback, and a row per day after (user_day_rollup's merge_before).
+
+    Its snapshots at `cutoff` (features, population, labels) equal those of the daily rollup; at any other
+    cutoff they do not, so it serves one cutoff only (scoring, the fidelity check).
+    """
+    keep = max(longest_window(params.features.windows), params.labels.lookback_days)
+    return rollup(events, merge_before=day_number(cutoff) - keep)
 
 
 def snapshot_table(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.build import build_snapshots, rollup
+from pipeline.build import build_snapshots, scoring_rollup
 from pipeline.config import Params
 from pipeline.engine import connect, read_events
 from pipeline.errors import WinbackError
@@ -44,7 +44,9 @@ def fidelity_at(model: Any, params: Params, paths: Paths, as_of: dt.date, versio
     if not paths.truth.exists():
         raise WinbackError(f"{paths.truth}: no ground truth; explanation fidelity needs the synthetic shop")
     con = connect(params)
-    rows = build_snapshots(con, rollup(read_events(con, paths.events)), [as_of], params, labelled=True)
+    rows = build_snapshots(
+        con, scoring_rollup(read_events(con, paths.events), as_of, params), [as_of], params, labelled=True
+    )
     if rows.empty:
         raise WinbackError(f"no user is in the population at {as_of}")
     # every high-risk user is judged, not only the contact list's

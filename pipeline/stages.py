@@ -18,7 +18,15 @@ from features.kpis import churn_rate_per_cutoff, cohort_retention, retention_kpi
 from features.labels import churn_labels
 from features.windows import cutoff_table, day_number
 from pipeline import drift, guards, io, publish, tracking
-from pipeline.build import build_snapshots, data_span, labelable_cutoffs, read_snapshots, rollup, write_snapshots
+from pipeline.build import (
+    build_snapshots,
+    data_span,
+    labelable_cutoffs,
+    read_snapshots,
+    rollup,
+    scoring_rollup,
+    write_snapshots,
+)
 from pipeline.config import Params
 from pipeline.engine import connect, read_events, spark_session
 from pipeline.errors import GuardError, InputError, ModelError, WinbackError
@@ -237,7 +245,9 @@ def _score(params: Params, paths: Paths, run: dict[str, Any], force: str | None)
         publish.remove_stale_staging(lists, as_of)
         staging = publish.new_staging(lists, as_of)
         try:
-            summary, rows, lst = _score_into(staging, con, rolled, model, name, version, params, paths, as_of, end)
+            summary, rows, lst = _score_into(
+                staging, con, events, rolled, model, name, version, params, paths, as_of, end
+            )
             drift_reference = tracking.drift_reference(client, name, version)
             summary["guards"] = _guard(rows, lst, summary, drift_reference, params, paths, as_of, force)
             io.write_json(summary, staging / "summary.json")
@@ -311,6 +321,7 @@ def _guard(
 def _score_into(
     out_dir: Path,
     con: Any,
+    events: Any,
     rolled: Any,
     model: Any,
     name: str,
@@ -320,8 +331,13 @@ def _score_into(
     as_of: dt.date,
     end: dt.date,
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """Build, score and write the list's files for `as_of` into `out_dir`: (summary, not yet written; rows; list)."""
-    rows = build_snapshots(con, rolled, [as_of], params, labelled=False)
+    """Build, score and write the list's files for `as_of` into `out_dir`: (summary, not yet written; rows; list).
+
+    The features come from a rollup merged before their windows (scoring_rollup: the same values, a few
+    rows per user); the KPIs, the cohort table and past lists' calibration read the daily `rolled`.
+    """
+    scoring = scoring_rollup(events, as_of, params)
+    rows = build_snapshots(con, scoring, [as_of], params, labelled=False)
     if rows.empty:
         raise InputError(f"no user is in the population at {as_of} (lookback {params.labels.lookback_days} days)")
     features = model_feature_names(model)
@@ -334,7 +350,7 @@ def _score_into(
     if params.engine == "spark":
         from pipeline.spark_scoring import score_population_spark
 
-        lst = score_population_spark(con, rolled, model, f"models:/{name}/{version}", rows, params, as_of, version)
+        lst = score_population_spark(con, scoring, model, f"models:/{name}/{version}", rows, params, as_of, version)
     else:
         lst = score_population(model, rows, params, as_of, version)
     # the scored users' features, so every reason can be checked against the user's own numbers

@@ -105,6 +105,7 @@ def _reference_rollup(events) -> ibis.Table:
         "rating_n": e.count(where=review),
         "low_rating_n": e.count(where=review & (e.rating <= LOW_RATING)),
         "tier_last": e.tier.argmax(e.ts, where=(role == "membership") & e.tier.notnull()),
+        "last_coupon_ts": e.ts.max(where=purchase & (e.discount.fill_null(0) > 0)),
     }
     r = e.group_by(["user_id", "d"]).aggregate(**aggs)
     r = r.mutate(abandoned_cart=((r.n_cart > 0) & (r.n_orders == 0)).cast("int64"))
@@ -120,7 +121,15 @@ def _reference_rollup(events) -> ibis.Table:
     w = ibis.window(group_by="user_id", order_by="d")
     gaps = p.select("user_id", "d", purchase_gap=(p.d - p.d.lag().over(w)).cast("float64"))
     j = r.left_join(gaps, ["user_id", "d"])
-    return j.select(*r.columns, "purchase_gap")
+    gap = j.purchase_gap
+    return j.select(
+        *[c for c in r.columns if c != "last_coupon_ts"],
+        purchase_gap=gap,
+        purchase_days=(j.n_orders > 0).cast("int64"),
+        gap_n=gap.notnull().cast("int64"),
+        gap_sq=gap * gap,
+        last_coupon_ts=j.last_coupon_ts,
+    )
 
 
 def _frame(con, expr, keys: list[str]) -> pd.DataFrame:
@@ -172,3 +181,20 @@ def test_single_cutoff_history_equals_the_running_markers(con, parquet_events, c
     for col in reached:
         assert col in general.columns, col
         assert general[col].notna().any(), col
+
+
+@pytest.mark.parametrize("cutoff", CUTOFFS)
+def test_a_rollup_merged_before_the_windows_gives_the_same_snapshots(con, parquet_events, cutoff: dt.date) -> None:
+    from pipeline.build import build_snapshots, scoring_rollup
+    from pipeline.config import Params
+
+    params = Params.model_validate({"features": {"windows": WINDOWS}, "labels": {"lookback_days": 45}})
+    daily = user_day_rollup(parquet_events).cache()
+    merged = scoring_rollup(parquet_events, cutoff, params)
+    if cutoff > CUTOFFS[0]:  # the first cutoff has no day before its windows
+        assert con.execute(merged.count()) < con.execute(daily.count())  # days were merged
+    for labelled in (False, True):
+        want = build_snapshots(con, daily, [cutoff], params, labelled=labelled)
+        got = build_snapshots(con, merged, [cutoff], params, labelled=labelled)
+        assert len(want) > 10
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
