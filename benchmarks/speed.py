@@ -21,7 +21,7 @@ each step in its own process (DuckDB and LightGBM threads = --threads, DuckDB me
       built in user ranges of at most about features.snapshot_part_rows rows (--part-rows) and written
       part by part to one Parquet file, so only one part is in memory at a time (with --code pointing at
       a version without write_snapshots: build_snapshots into one DataFrame, as before);
-  (d) pandas: a straightforward pandas implementation of 50 of the 54 catalogue features
+  (d) pandas: a straightforward pandas implementation of 51 of the 54 catalogue features
       (PANDAS_SKIPPED lists the rest; the run checks its values against the build's) for the same
       cutoff, from pd.read_parquet to a DataFrame, up to --pandas-max events (it needs about 9 GB
       at 20M); (d') the same over the training cutoffs, with labels, up to --pandas-cutoffs-max.
@@ -81,7 +81,6 @@ DAYS = 730
 # catalogue features the pandas implementation computes (windows 7, 30, 90) and those it does not
 PANDAS_SKIPPED = (
     "abandoned_cart_days_90d",  # needs a per user-day table (a rollup) first
-    "days_since_last_coupon_order",  # defined on the last event of the coupon order's day
     "late_order_low_ratings_90d",  # links reviews to late deliveries through order ids
     "low_ratings_90d",  # excludes the late-order reviews above
 )
@@ -426,6 +425,7 @@ def pandas_snapshot(ev, cutoff_day: int, windows: list[int], lookback: int):
     add(f"searches_{long}d", (role == "search") & (age <= long), "sum")
     purchase = role == "purchase"
     add("last_purchase_s", past["secs"].where(purchase), "max")
+    add("last_coupon_s", past["secs"].where(purchase & (past["discount"].fillna(0) > 0)), "max")
     add("first_purchase_s", past["secs"].where(purchase), "min")
     add("revenue_total", past["amount"].where(purchase, 0.0), "sum")
     for w in sorted({mid, long}):
@@ -504,6 +504,7 @@ def pandas_snapshot(ev, cutoff_day: int, windows: list[int], lookback: int):
     f["purchase_days_total"] = f["purchase_days_total"].fillna(0)
     f["days_since_last_activity"] = (cutoff_s - f["last_s"]) / 86_400
     f["days_since_last_purchase"] = (cutoff_s - f["last_purchase_s"]) / 86_400
+    f["days_since_last_coupon_order"] = (cutoff_s - f["last_coupon_s"]) / 86_400
     f["days_since_first_purchase"] = (cutoff_s - f["first_purchase_s"]) / 86_400
     f["tenure_days"] = (cutoff_s - f["first_s"]) / 86_400
     f[f"active_days_trend_{mid}d"] = f[f"active_days_{mid}d"] - f[f"active_days_prev_{mid}d"]
