@@ -17,7 +17,7 @@ from ibis.backends import BaseBackend
 from ibis.expr.types import Table
 
 from features.labels import churn_labels, future_revenue, population
-from features.rollup import side_events, user_day_rollup
+from features.rollup import SECONDS_PER_DAY, epoch_seconds, side_events, user_day_rollup
 from features.windows import EPOCH, cutoff_table, day_number, longest_window, snapshot_features
 from pipeline import io
 from pipeline.config import FeatureParams, LabelParams, Params
@@ -34,6 +34,12 @@ def data_span(con: BaseBackend, rolled: Table) -> tuple[dt.date, dt.date]:
     if pd.isna(lo):
         raise ScheduleError("the ingested event table is empty: check data.source and the ingest rejects")
     return EPOCH + dt.timedelta(days=int(lo)), EPOCH + dt.timedelta(days=int(hi) + 1)
+
+
+def events_span(con: BaseBackend, events: Table) -> tuple[dt.date, dt.date]:
+    """data_span from the events themselves (the same UTC days as the rollup's), without building a rollup."""
+    d = epoch_seconds(events.event_time) // SECONDS_PER_DAY
+    return data_span(con, events.select(d=d))
 
 
 def labelable_cutoffs(first_day: dt.date, data_end: dt.date, fp: FeatureParams, lp: LabelParams) -> list[dt.date]:
@@ -124,16 +130,18 @@ def snapshot_frame(rows: pa.Table) -> pd.DataFrame:
 SNAPSHOT_ORDER = ["cutoff", "user_id"]
 
 
-def user_parts(con: BaseBackend, rolled: Table, cutoffs: list[dt.date], lookback_days: int, part_rows: int) -> list:
+def user_parts(con: BaseBackend, events: Table, cutoffs: list[dt.date], lookback_days: int, part_rows: int) -> list:
     """Lower user_id bounds of contiguous user ranges of at most about `part_rows` snapshot rows each.
 
-    A user can be in the population only at the cutoffs in (first rollup day, last rollup day + lookback];
+    A user can be in the population only at the cutoffs in (first event day, last event day + lookback];
     those counts (an upper bound of the user's snapshot rows), summed in user_id order, cut the users into
-    ranges. All of it runs in the engine: no list of users is fetched, only one bound per range. Range i is
-    [bounds[i], bounds[i + 1]); the first one has no lower bound and the last no upper one.
+    ranges. All of it runs in the engine over the events (one group-by per user): no list of users is
+    fetched, only one bound per range. Range i is [bounds[i], bounds[i + 1]); the first one has no lower
+    bound and the last no upper one.
     """
     ct = cutoff_table(cutoffs)
-    span = rolled.group_by("user_id").aggregate(lo=rolled.d.min(), hi=rolled.d.max())
+    e = events.select("user_id", d=epoch_seconds(events.event_time) // SECONDS_PER_DAY)
+    span = e.group_by("user_id").aggregate(lo=e.d.min(), hi=e.d.max())
     j = span.join(ct, (ct.cutoff_day > span.lo) & (ct.cutoff_day <= span.hi + lookback_days))
     n = j.group_by("user_id").aggregate(n=j.count())
     upto = n.n.sum().over(ibis.cumulative_window(order_by="user_id"))
@@ -142,36 +150,51 @@ def user_parts(con: BaseBackend, rolled: Table, cutoffs: list[dt.date], lookback
     return con.to_pandas(bounds)["lo"].tolist()
 
 
-def _user_range(rolled: Table, lo: Any, hi: Any) -> Table:
-    """The rollup rows of the users in [lo, hi); None: no bound."""
-    part = rolled if lo is None else rolled.filter(rolled.user_id >= lo)
+def _user_range(table: Table, lo: Any, hi: Any) -> Table:
+    """The rows of the users in [lo, hi); None: no bound."""
+    part = table if lo is None else table.filter(table.user_id >= lo)
     return part if hi is None else part.filter(part.user_id < hi)
 
 
 @contextmanager
 def range_snapshots(
-    con: BaseBackend, rolled: Table, cutoffs: list[dt.date], params: Params
+    con: BaseBackend, events: Table, cutoffs: list[dt.date], params: Params
 ) -> Iterator[Callable[[Any, Any], pa.Table]]:
     """A function (lo, hi) -> the labelled snapshot_table rows (Arrow) of the users in [lo, hi) (None: no bound).
 
-    On DuckDB the query is compiled once, over a view of the rollup that each call re-points at its
+    Each range is built from its own users' events, rollup included: every feature and label is per
+    user, so no rollup of all users is ever held (at 100M events it is larger than a 2 GB memory limit,
+    and spilling it made every range slower). Ingest writes the events sorted by user, so the engine
+    reads only the Parquet row groups of the range (their user_id statistics).
+
+    On DuckDB the query is compiled once, over a view of the events that each call re-points at its
     user range (compiling the expression costs about as much as running it on a range of 100,000
-    rows); the cutoffs are a temporary table so the compiled SQL reads no in-memory table. Other
-    engines run the expression of each range. The view and the table are dropped on exit.
+    rows); the cutoffs are a temporary table so the compiled SQL reads no in-memory table. DuckDB
+    materialises the range's rollup once (a CTE) for the labels and the features that read it. Other
+    engines cache the range's rollup and run the expression of each range. The view and the table are
+    dropped on exit.
     """
     if con.name != "duckdb":
-        yield lambda lo, hi: con.to_pyarrow(snapshot_table(_user_range(rolled, lo, hi), cutoffs, params))
+
+        def each(lo: Any, hi: Any) -> pa.Table:
+            rolled = rollup(_user_range(events, lo, hi))
+            try:
+                return con.to_pyarrow(snapshot_table(rolled, cutoffs, params))
+            finally:
+                rolled.release()
+
+        yield each
         return
     tag = uuid.uuid4().hex
     view, cuts = f"winback_part_{tag}", f"winback_cutoffs_{tag}"
     try:
         ct = con.create_table(cuts, cutoff_table(cutoffs), temp=True)
-        part = con.create_view(view, rolled)
-        expr = snapshot_table(part, cutoffs, params, labelled=True, ct=ct)
+        part = con.create_view(view, events)
+        expr = snapshot_table(user_day_rollup(part), cutoffs, params, labelled=True, ct=ct)
         sql, schema = con.compile(expr), expr.schema().to_pyarrow()
 
         def run(lo: Any, hi: Any) -> pa.Table:
-            con.create_view(view, _user_range(rolled, lo, hi), overwrite=True)
+            con.create_view(view, _user_range(events, lo, hi), overwrite=True)
             return con.con.sql(sql).to_arrow_table().cast(schema)
 
         yield run
@@ -181,27 +204,28 @@ def range_snapshots(
 
 
 def write_snapshots(
-    con: BaseBackend, rolled: Table, cutoffs: list[dt.date], params: Params, contacts_path: Path, target: Path
+    con: BaseBackend, events: Table, cutoffs: list[dt.date], params: Params, contacts_path: Path, target: Path
 ) -> dict[str, Any]:
-    """Labelled snapshots with `contacted` (as build_snapshots + flag_contacted) to one Parquet file, in parts.
+    """Labelled snapshots of the ingested `events` with `contacted` (as build_snapshots over their rollup, plus
+    flag_contacted) to one Parquet file, in parts.
 
     The users are cut into contiguous user_id ranges of at most about `features.snapshot_part_rows` rows
-    (user_parts); every feature and label is per user, so building each range on its own gives exactly
-    the rows of the whole. Only one part is in memory at a time. Rows come out in (user range, cutoff,
-    user_id) order: read the file with read_snapshots. The file is replaced atomically: a failure leaves
-    the previous one. Returns rows, users, base_rate, contacted_rows and parts.
+    (user_parts); every feature and label is per user, so building each range from its own events
+    (range_snapshots) gives exactly the rows of the whole. Only one part is in memory at a time. Rows
+    come out in (user range, cutoff, user_id) order: read the file with read_snapshots. The file is
+    replaced atomically: a failure leaves the previous one. Returns rows, users, base_rate, contacted_rows and parts.
     """
     from pipeline.contacts import contacted_keys, flag_contacted
 
     # the contact log is read once for every cutoff, not once per part
     keys = contacted_keys(con, contacts_path, cutoffs, params.labels.horizon_days)
-    lows = user_parts(con, rolled, cutoffs, params.labels.lookback_days, params.features.snapshot_part_rows)
+    lows = user_parts(con, events, cutoffs, params.labels.lookback_days, params.features.snapshot_part_rows)
     ranges = [(lows[i] if i else None, lows[i + 1] if i + 1 < len(lows) else None) for i in range(len(lows))]
     ranges = ranges or [(None, None)]  # no user can be in the population: one (empty) part
     totals = {"rows": 0, "users": 0, "churned": 0, "labelled": 0, "contacted_rows": 0}
     writer: pq.ParquetWriter | None = None
     empty: pd.DataFrame | None = None
-    with io.atomic_path(target) as tmp, range_snapshots(con, rolled, cutoffs, params) as part_rows:
+    with io.atomic_path(target) as tmp, range_snapshots(con, events, cutoffs, params) as part_rows:
         try:
             for lo, hi in ranges:
                 snap = snapshot_frame(part_rows(lo, hi))

@@ -21,6 +21,7 @@ from pipeline import drift, guards, io, publish, tracking
 from pipeline.build import (
     build_snapshots,
     data_span,
+    events_span,
     labelable_cutoffs,
     read_snapshots,
     rollup,
@@ -74,11 +75,10 @@ def features(params: Params, paths: Paths) -> dict:
     """Labelled snapshots for every labelable cutoff."""
     con = connect(params)
     events = read_events(con, paths.events)
-    rolled = rollup(events)
-    first, end = data_span(con, rolled)
+    first, end = events_span(con, events)
     cutoffs = labelable_cutoffs(first, end, params.features, params.labels)
     # built and written in user ranges (features.snapshot_part_rows), so memory does not grow with the data
-    built = write_snapshots(con, rolled, cutoffs, params, paths.contacts, paths.snapshots)
+    built = write_snapshots(con, events, cutoffs, params, paths.contacts, paths.snapshots)
     summary = {
         "data_first_day": first.isoformat(),
         "data_end": end.isoformat(),
@@ -86,8 +86,9 @@ def features(params: Params, paths: Paths) -> dict:
         **{k: built[k] for k in ("rows", "users", "base_rate", "contacted_rows")},
     }
     io.write_json(summary, paths.metrics("features"))
-    lp = params.labels
-    labels = churn_labels(rolled, cutoff_table(cutoffs), lp.lookback_days, lp.horizon_days, lp.qualifying)
+    # the snapshots' rows are the population at each cutoff, with its labels
+    snaps = con.read_parquet(str(paths.snapshots))
+    labels = snaps.select(cutoff_day=snaps.cutoff.epoch_days(), churned=snaps.churned)
     io.write_csv(con.to_pandas(churn_rate_per_cutoff(labels)), paths.churn_rate_by_cutoff)
     return summary
 

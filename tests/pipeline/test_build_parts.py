@@ -1,4 +1,5 @@
-"""The training build written in user ranges (write_snapshots) equals the whole build, read back in order."""
+"""The training build written in user ranges, each from its own events (write_snapshots), equals the whole build
+over the rollup of every user, read back in order."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from pipeline import build
-from pipeline.build import build_snapshots, data_span, labelable_cutoffs, read_snapshots, rollup, write_snapshots
+from pipeline.build import (
+    build_snapshots,
+    data_span,
+    events_span,
+    labelable_cutoffs,
+    read_snapshots,
+    rollup,
+    write_snapshots,
+)
 from pipeline.config import Params
 from pipeline.contacts import flag_contacted
 from pipeline.engine import read_events
@@ -29,12 +38,14 @@ def _with_part_rows(params: Params, rows: int) -> Params:
 
 @pytest.fixture
 def shop(tmp_path: Path, con, params: Params):
-    """(rollup, cutoffs, contact log path) of 30 random users, with contacts spread over the history."""
+    """(events, their rollup, cutoffs, contact log path) of 30 random users, with contacts spread over the history."""
     events = random_events(n_users=30, days=300, seed=3)
     # user ids of different lengths and cases, so the ranges split on string order, not on a number
     events["user_id"] = events["user_id"].str.replace("u00", "U", regex=False).str.replace("u01", "x1", regex=False)
     events.to_parquet(tmp_path / "events.parquet", index=False)
-    rolled = rollup(read_events(con, tmp_path / "events.parquet"))
+    table = read_events(con, tmp_path / "events.parquet")
+    rolled = rollup(table)
+    assert events_span(con, table) == data_span(con, rolled)
     cutoffs = labelable_cutoffs(*data_span(con, rolled), params.features, params.labels)
     users = sorted(events["user_id"].unique())
     contacts = pd.DataFrame(
@@ -46,11 +57,11 @@ def shop(tmp_path: Path, con, params: Params):
         }
     )
     contacts.to_parquet(tmp_path / "contacts.parquet", index=False)
-    return rolled, cutoffs, tmp_path / "contacts.parquet"
+    return table, rolled, cutoffs, tmp_path / "contacts.parquet"
 
 
 def test_snapshots_written_in_parts_equal_the_whole_build(tmp_path: Path, con, params: Params, shop) -> None:
-    rolled, cutoffs, contacts = shop
+    events, rolled, cutoffs, contacts = shop
     whole = build_snapshots(con, rolled, cutoffs, params, labelled=True)
     whole = flag_contacted(con, whole, contacts, params.labels.horizon_days)
     assert whole["contacted"].any() and not whole["contacted"].all()
@@ -58,7 +69,7 @@ def test_snapshots_written_in_parts_equal_the_whole_build(tmp_path: Path, con, p
 
     target = tmp_path / "out" / "snapshots.parquet"
     # about 80 rows a part (the bound per user counts a few cutoffs the user is not in the population at)
-    summary = write_snapshots(con, rolled, cutoffs, _with_part_rows(params, 100), contacts, target)
+    summary = write_snapshots(con, events, cutoffs, _with_part_rows(params, 100), contacts, target)
     assert summary["parts"] > 4
     # the view of a part's users and the table of cutoffs the query is compiled over are dropped
     assert not _tables(con)
@@ -76,27 +87,27 @@ def test_snapshots_written_in_parts_equal_the_whole_build(tmp_path: Path, con, p
     }
 
     # one part (the default size at this scale) gives the same file content
-    one = write_snapshots(con, rolled, cutoffs, params, contacts, tmp_path / "one.parquet")
+    one = write_snapshots(con, events, cutoffs, params, contacts, tmp_path / "one.parquet")
     assert one["parts"] == 1
     assert_frame_equal(pd.read_parquet(tmp_path / "one.parquet"), whole, check_exact=True)
 
 
 def test_no_contact_log_and_no_population(tmp_path: Path, con, params: Params, shop) -> None:
-    rolled, cutoffs, _ = shop
+    events, _, cutoffs, _ = shop
     target = tmp_path / "snapshots.parquet"
-    summary = write_snapshots(con, rolled, cutoffs, _with_part_rows(params, 200), tmp_path / "none.parquet", target)
+    summary = write_snapshots(con, events, cutoffs, _with_part_rows(params, 200), tmp_path / "none.parquet", target)
     assert summary["contacted_rows"] == 0 and summary["parts"] > 1
     assert not read_snapshots(target)["contacted"].any()
     # cutoffs long after the data: nobody is in the population, an empty file with the columns
     late = [cutoffs[-1] + dt.timedelta(days=400)]
-    summary = write_snapshots(con, rolled, late, params, tmp_path / "none.parquet", target)
+    summary = write_snapshots(con, events, late, params, tmp_path / "none.parquet", target)
     assert summary["rows"] == 0 and summary["users"] == 0
     empty = read_snapshots(target)
     assert empty.empty and {"user_id", "cutoff", "churned", "contacted"} <= set(empty.columns)
 
 
 def test_a_failing_part_keeps_the_previous_file(tmp_path: Path, con, params: Params, shop, monkeypatch) -> None:
-    rolled, cutoffs, contacts = shop
+    events, _, cutoffs, contacts = shop
     target = tmp_path / "snapshots.parquet"
     target.write_bytes(b"previous snapshots")
     calls = {"n": 0}
@@ -110,7 +121,7 @@ def test_a_failing_part_keeps_the_previous_file(tmp_path: Path, con, params: Par
 
     monkeypatch.setattr(build, "snapshot_frame", failing)
     with pytest.raises(RuntimeError, match="second part"):
-        write_snapshots(con, rolled, cutoffs, _with_part_rows(params, 100), contacts, target)
+        write_snapshots(con, events, cutoffs, _with_part_rows(params, 100), contacts, target)
     assert calls["n"] == 2
     assert not _tables(con)
     assert target.read_bytes() == b"previous snapshots"
