@@ -606,6 +606,14 @@ def step_scorer(spec: dict) -> dict:
     from pipeline.explain import shap_values
     from pipeline.reasons import top_reasons
     from pipeline.stages import score_population
+
+    try:  # --code: a version from before churn_probability
+        from pipeline.train import churn_probability
+    except ImportError:
+
+        def churn_probability(model, X):
+            return model.predict_proba(X)[:, 1]
+
     from pipeline.train import inner_booster, matrix, model_feature_names
 
     params = _params(spec)
@@ -630,7 +638,7 @@ def step_scorer(spec: dict) -> dict:
     }
 
     def proba() -> np.ndarray:
-        return model.predict_proba(matrix(rows, features))[:, 1]
+        return churn_probability(model, matrix(rows, features))
 
     out["proba_s"] = _best(proba, 3)
     top = rows.iloc[np.argsort(-proba(), kind="stable")[: spec["contacts"]]]

@@ -207,10 +207,10 @@ class FeatureParams(Strict):
     last_cutoff: dt.date | None = None
     windows: list[int] = Field(default_factory=lambda: [7, 30, 90])
     # the training build (features stage) builds and writes the snapshots in parts of at most about this
-    # many rows (contiguous user ranges), so its memory does not grow with the data: a part of 100k rows
-    # is a ~50 MB frame and adds ~0.4 GB at its peak (DuckDB's working memory included); smaller parts
-    # use less memory and take a little longer (a fixed cost of ~1 s each)
-    snapshot_part_rows: int = Field(100_000, ge=1)
+    # many rows (contiguous user ranges, each from its own events), so its memory does not grow with the
+    # data. 44 cutoffs over 20M events (benchmarks/speed.py --part-rows): 100k rows a part 46.1 s, peak RSS
+    # 0.85 GB; 200k 39.8 s, 1.28 GB; 300k 39.5 s, 1.60 GB (each part plans its query again, ~0.2 s)
+    snapshot_part_rows: int = Field(200_000, ge=1)
 
     @field_validator("windows")
     @classmethod

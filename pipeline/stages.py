@@ -36,7 +36,16 @@ from pipeline.metrics import calibration_figure, curves
 from pipeline.paths import LIST_DIR, Paths
 from pipeline.reasons import top_reasons
 from pipeline.score import compare_lists, list_summary, winback_list
-from pipeline.train import LABEL, fit_churn_model, inner_booster, matrix, model_feature_names, rows_at
+from pipeline.train import (
+    LABEL,
+    churn_probability,
+    churn_scores,
+    fit_churn_model,
+    inner_booster,
+    matrix,
+    model_feature_names,
+    rows_at,
+)
 
 
 def generate(params: Params, paths: Paths) -> dict:
@@ -101,7 +110,7 @@ def train(params: Params, paths: Paths) -> dict:
     tracking.setup(params.mlflow)
     # what scoring runs compare their population with (PSI guards): the rows the model was fitted on
     fitted = matrix(snap[snap["cutoff"].isin(tm.split.train)], tm.features)
-    reference = drift.profile(fitted, tm.model.predict_proba(fitted)[:, 1])
+    reference = drift.profile(fitted, churn_probability(tm.model, fitted))
     run_id, info = tracking.log_training(tm, params, catalogue_table(params.features.windows), snap, reference)
     result = {
         "run_id": run_id,
@@ -202,8 +211,8 @@ def score_population(model: Any, rows: pd.DataFrame, params: Params, as_of: dt.d
     def explain(pos: np.ndarray) -> pd.DataFrame:
         return top_reasons(shap_values(booster, X.iloc[pos]), rows.iloc[pos], features, cat)
 
-    raw = booster.predict_proba(X, raw_score=True)
-    proba = model.predict_proba(X)[:, 1]
+    # one pass for both, bit for bit booster.predict_proba(X, raw_score=True) and model.predict_proba(X)[:, 1]
+    raw, proba = churn_scores(model, X)
     return winback_list(rows, proba, explain, params.score, params.labels.horizon_days, as_of, version, raw)
 
 

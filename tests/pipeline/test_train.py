@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +14,8 @@ from pipeline.errors import WinbackError
 from pipeline.train import (
     calibrate,
     calibration_method,
+    churn_probability,
+    churn_scores,
     fit_booster,
     inner_booster,
     model_feature_names,
@@ -93,3 +96,36 @@ def test_calibration_span_gap_uses_every_cutoff_after_training_whose_labels_clos
     assert gap[0] == s.train[-1] + dt.timedelta(weeks=1) and gap[-1] == s.calibration
     assert all(c + dt.timedelta(days=28) <= s.test for c in gap)
     assert s.validation in gap
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return a.shape == b.shape and bool((a.view(np.int64) == b.view(np.int64)).all())
+
+
+class _NoMargin(lgb.LGBMClassifier):
+    """LGBMClassifier as before LightGBM 4.7: no decision_function, so the calibrator reads predict_proba."""
+
+    @property
+    def decision_function(self) -> None:  # a property that raises hides the method from hasattr
+        raise AttributeError("decision_function")
+
+
+@pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
+@pytest.mark.parametrize("margin", [True, False], ids=["decision_function", "predict_proba"])
+def test_churn_scores_equal_predict_proba_bit_for_bit(method: str, margin: bool) -> None:
+    tp = TrainParams(n_estimators=60, early_stopping_rounds=10, min_child_samples=10)
+    X, y = _data(3000, 0)
+    Xv, yv = _data(1000, 1)
+    Xc, yc = _data(1500, 2)
+    booster = fit_booster(X, y, Xv, yv, tp, seed=3, threads=1)
+    if not margin:
+        booster.__class__ = _NoMargin  # the same fitted model, without decision_function
+    cal = calibrate(booster, Xc, yc, method)
+    assert hasattr(cal.calibrated_classifiers_[0].estimator, "decision_function") is margin
+    probe = pd.concat([_data(2000, 3)[0], pd.DataFrame({"x1": [np.nan, 0.0, np.inf], "x2": [0.0, np.nan, -np.inf]})])
+    probe["noise"] = probe["noise"].fillna(1e-36)
+    raw, proba = churn_scores(cal, probe)
+    assert _same_bits(raw, inner_booster(cal).predict_proba(probe, raw_score=True))
+    assert _same_bits(proba, cal.predict_proba(probe)[:, 1])
+    assert _same_bits(churn_probability(cal, probe.to_numpy()), proba)  # numpy input: the same numbers
