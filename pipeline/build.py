@@ -115,15 +115,18 @@ def snapshot_frame(rows: pa.Table) -> pd.DataFrame:
     """build_snapshots' DataFrame from the rows of snapshot_table, fetched as Arrow.
 
     Arrow's own conversion: the engine's pandas conversion goes through Python objects for every
-    column with a null, which costs as much as a part's query; the frame is the same.
+    column with a null, which costs as much as a part's query; the frame is the same. The rows are
+    sorted in Arrow, on the integer day, before the cutoff becomes a column of dates (pandas sorts
+    date objects one Python comparison at a time: a third of the conversion).
     """
+    rows = rows.sort_by([("cutoff_day", "ascending"), ("user_id", "ascending")])
     df = rows.to_pandas()
     df.insert(1, "cutoff", pd.to_datetime(df.pop("cutoff_day").astype("int64"), unit="D").dt.date)
     label = df.pop("churned")
     df["churned"] = label.astype("Int8")
     df["future_revenue"] = df.pop("future_revenue").astype("float64")
     df["user_id"] = df["user_id"].astype(str)
-    return df.sort_values(["cutoff", "user_id"], kind="stable").reset_index(drop=True)
+    return df
 
 
 # the order of build_snapshots' rows; a file written in parts is read back in it by read_snapshots
