@@ -1151,7 +1151,11 @@ def report(
             "|---|---|---|---|",
         ]
         rows = [
-            ("probabilities (matrix + predict_proba)", s["users"], s["proba_s"]),
+            (
+                "probabilities (matrix + churn_probability: QuickScorer, bit for bit predict_proba)",
+                s["users"],
+                s["proba_s"],
+            ),
             ("SHAP only, contact list", s["contacts"], s["contact_shap_s"]),
             ("reason codes, contact list (SHAP + top_reasons)", s["contacts"], s["contact_reasons_s"]),
             ("whole win-back list, default (score_population, reasons_for: contact_list)", s["users"], s["list_s"]),
