@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -214,9 +215,10 @@ def write_snapshots(
 
     The users are cut into contiguous user_id ranges of at most about `features.snapshot_part_rows` rows
     (user_parts); every feature and label is per user, so building each range from its own events
-    (range_snapshots) gives exactly the rows of the whole. Only one part is in memory at a time. Rows
-    come out in (user range, cutoff, user_id) order: read the file with read_snapshots. The file is
-    replaced atomically: a failure leaves the previous one. Returns rows, users, base_rate, contacted_rows and parts.
+    (range_snapshots) gives exactly the rows of the whole. At most two parts are in memory at a time (one
+    built while the other is written). Rows come out in (user range, cutoff, user_id) order: read the file
+    with read_snapshots. The file is replaced atomically: a failure leaves the previous one. Returns rows,
+    users, base_rate, contacted_rows and parts.
     """
     from pipeline.contacts import contacted_keys, flag_contacted
 
@@ -228,10 +230,22 @@ def write_snapshots(
     totals = {"rows": 0, "users": 0, "churned": 0, "labelled": 0, "contacted_rows": 0}
     writer: pq.ParquetWriter | None = None
     empty: pd.DataFrame | None = None
-    with io.atomic_path(target) as tmp, range_snapshots(con, events, cutoffs, params) as part_rows:
+    with (
+        io.atomic_path(target) as tmp,
+        range_snapshots(con, events, cutoffs, params) as part_rows,
+        # exits first: waits for a query still running before range_snapshots drops the view it reads
+        ThreadPoolExecutor(max_workers=1) as ahead,
+    ):
         try:
-            for lo, hi in ranges:
-                snap = snapshot_frame(part_rows(lo, hi))
+            # the next range's query runs in the engine (outside the GIL) while this one is converted, flagged
+            # and written: 20M events, 16 ranges, quiet machine: 34.3 and 35.0 s against 36.3 and 38.9 s
+            pending = ahead.submit(part_rows, *ranges[0])
+            for i in range(len(ranges)):
+                rows = pending.result()
+                if i + 1 < len(ranges):
+                    pending = ahead.submit(part_rows, *ranges[i + 1])
+                snap = snapshot_frame(rows)
+                del rows
                 snap = flag_contacted(con, snap, contacts_path, params.labels.horizon_days, keys)
                 totals["rows"] += len(snap)
                 totals["users"] += int(snap["user_id"].nunique())  # the ranges are disjoint
