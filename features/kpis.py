@@ -84,7 +84,8 @@ def retention_kpis(rollup: Table, as_of_day: int, repurchase_window_days: int = 
         mau=r.user_id.nunique(where=r.age <= 30),
         user_days_30=r.count(where=r.age <= 30),
     )
-    buyers = r.filter((r.age <= repurchase_window_days) & (r.n_orders > 0))
+    # a day with a purchase event is a day with an order (n_orders > 0): activity_rollup's counts suffice
+    buyers = r.filter((r.age <= repurchase_window_days) & (r.n_purchase > 0))
     per_buyer = buyers.group_by("user_id").aggregate(order_days=buyers.count())
     repurchase = per_buyer.aggregate(
         buyers=per_buyer.count(), repeat_buyers=per_buyer.count(where=per_buyer.order_days >= 2)

@@ -141,12 +141,7 @@ def user_day_rollup(events: Table, merge_before: int | None = None, side: Table 
     `side`: side_events(events), when the caller has it materialised.
     """
     side = side_events(events) if side is None else side
-    e = _with_days(canonical_types(events).select("user_id", "event_time", "event_type"), merge_before)
-    role = e.event_type
-    aggs: dict[str, ibis.Expr] = {"n_events": e.count(), "first_ts": e.ts.min(), "last_ts": e.ts.max()}
-    for r in ALL_ROLES:
-        aggs[f"n_{r}"] = _count(role == r)
-    main = e.group_by(["user_id", "d"]).aggregate(**aggs)
+    main = activity_rollup(events, merge_before)
     sd = _side_days(side, merge_before)
     j = main.left_join(sd, (main.user_id == sd.s_user) & (main.d == sd.s_d))
     cols = {c: j[c] for c in (*main.columns, *SIDE_COLUMNS)}
@@ -154,6 +149,20 @@ def user_day_rollup(events: Table, merge_before: int | None = None, side: Table 
         cols[c] = j[c].fill_null(0)
     cols["abandoned_cart"] = ((cols["n_cart"] > 0) & (cols["n_orders"] == 0)).cast("int64")
     return j.select("user_id", "d", **{c: cols[c] for c in ROLLUP_COLUMNS})
+
+
+def activity_rollup(events: Table, merge_before: int | None = None) -> Table:
+    """Per (user_id, d): n_events, first_ts, last_ts and n_<role>, the pass over every event of user_day_rollup.
+
+    Without the side tables: enough for activity KPIs, cohorts and labels (qualifying events), at a
+    fraction of the full rollup's cost.
+    """
+    e = _with_days(canonical_types(events).select("user_id", "event_time", "event_type"), merge_before)
+    role = e.event_type
+    aggs: dict[str, ibis.Expr] = {"n_events": e.count(), "first_ts": e.ts.min(), "last_ts": e.ts.max()}
+    for r in ALL_ROLES:
+        aggs[f"n_{r}"] = _count(role == r)
+    return e.group_by(["user_id", "d"]).aggregate(**aggs)
 
 
 def _side_days(events: Table, merge_before: int | None = None) -> Table:

@@ -18,7 +18,7 @@ from ibis.backends import BaseBackend
 from ibis.expr.types import Table
 
 from features.labels import churn_labels, future_revenue, population
-from features.rollup import SECONDS_PER_DAY, epoch_seconds, side_events, user_day_rollup
+from features.rollup import SECONDS_PER_DAY, activity_rollup, epoch_seconds, side_events, user_day_rollup
 from features.windows import EPOCH, cutoff_table, day_number, longest_window, snapshot_features
 from pipeline import io
 from pipeline.config import FeatureParams, LabelParams, Params
@@ -69,6 +69,12 @@ def rollup(events: Table, merge_before: int | None = None) -> Table:
         return user_day_rollup(events, merge_before, side).cache()
     finally:
         side.release()
+
+
+def activity(events: Table) -> Table:
+    """The daily activity_rollup (counts and times per user-day, no side tables), materialised: for the score
+    stage's KPIs, cohort table and past lists' labels, whose features come from scoring_rollup."""
+    return activity_rollup(events).cache()
 
 
 def scoring_rollup(events: Table, cutoff: dt.date, params: Params) -> Table:

@@ -19,12 +19,12 @@ from features.labels import churn_labels
 from features.windows import cutoff_table, day_number
 from pipeline import drift, guards, io, publish, tracking
 from pipeline.build import (
+    activity,
     build_snapshots,
     data_span,
     events_span,
     labelable_cutoffs,
     read_snapshots,
-    rollup,
     scoring_rollup,
     write_snapshots,
 )
@@ -246,7 +246,7 @@ def _score(params: Params, paths: Paths, run: dict[str, Any], force: str | None)
     model = tracking.load_model(f"models:/{name}/{version}")
     con = connect(params)
     events = read_events(con, paths.events)
-    rolled = rollup(events)
+    rolled = activity(events)  # KPIs, cohorts and past lists' labels; the features read scoring_rollup
     first, end = data_span(con, rolled)
     as_of = run["as_of"] = run["as_of"] or end
     _check_as_of(as_of, first, end)
@@ -344,7 +344,7 @@ def _score_into(
     """Build, score and write the list's files for `as_of` into `out_dir`: (summary, not yet written; rows; list).
 
     The features come from a rollup merged before their windows (scoring_rollup: the same values, a few
-    rows per user); the KPIs, the cohort table and past lists' calibration read the daily `rolled`.
+    rows per user); the KPIs, the cohort table and past lists' calibration read the daily activity `rolled`.
     """
     scoring = scoring_rollup(events, as_of, params)
     rows = build_snapshots(con, scoring, [as_of], params, labelled=False)

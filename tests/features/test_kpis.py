@@ -165,7 +165,7 @@ def test_retention_kpis_and_cohorts_on_a_hand_built_rollup() -> None:
             {
                 "user_id": ["a", "a", "b", "b", "c"],
                 "d": [19723, 19754, 19724, 19725, 19753],
-                "n_orders": [1, 1, 0, 1, 1],
+                "n_purchase": [1, 1, 0, 1, 1],
             }
         )
     )
