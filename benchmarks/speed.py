@@ -16,10 +16,11 @@ each step in its own process (DuckDB and LightGBM threads = --threads, DuckDB me
       per user) -> build_snapshots(labelled=False) for one cutoff (the end of the data), as `winback score`
       builds its features, i.e. every catalogue feature for the population,
       materialised as the pandas DataFrame build_snapshots returns;
-  (b) training build: the daily rollup -> write_snapshots for --cutoffs weekly cutoffs ending at the last
+  (b) training build: read_events -> write_snapshots for --cutoffs weekly cutoffs ending at the last
       labelable one (every feature, churned, future_revenue and contacted), as the features stage runs it:
-      built in user ranges of at most about features.snapshot_part_rows rows (--part-rows) and written
-      part by part to one Parquet file, so only one part is in memory at a time (with --code pointing at
+      built in user ranges of at most about features.snapshot_part_rows rows (--part-rows), each from its
+      own events (its rollup included), and written part by part to one Parquet file, so at most two parts
+      are in memory at a time (with --code pointing at
       a version without write_snapshots: build_snapshots into one DataFrame, as before);
   (d) pandas: a straightforward pandas implementation of 51 of the 54 catalogue features
       (PANDAS_SKIPPED lists the rest; the run checks its values against the build's) for the same
@@ -686,11 +687,11 @@ def _spark_params(spec: dict):
     return params.model_copy(update={"engine": "spark", "spark": sp})
 
 
-def _spark_rollup(spec: dict, params, scoring: dt.date | None = None) -> tuple:
-    """(con, rolled, session_s, rollup_s): a Spark session and the rollup, cached and materialised by a count.
+def _spark_rollup(spec: dict, params, scoring: dt.date) -> tuple:
+    """(con, rolled, session_s, rollup_s): a Spark session and the scorer's rollup for the one cutoff `scoring`
+    (merged before its windows), cached and materialised by a count.
 
     Spark caches lazily: the count makes the rollup exist before the snapshots, as DuckDB's temp table does.
-    `scoring`: the one cutoff of an unlabelled build (the rollup merged before its windows, as the scorer's).
     """
     from pipeline.engine import connect, read_events
 
@@ -698,7 +699,7 @@ def _spark_rollup(spec: dict, params, scoring: dt.date | None = None) -> tuple:
     con = connect(params)
     con._session.sparkContext.setLogLevel("ERROR")
     t1 = time.perf_counter()
-    rolled = _rollup_for(read_events(con, spec["events"]), [scoring] if scoring else [], params, scoring is None)
+    rolled = _rollup_for(read_events(con, spec["events"]), [scoring], params, labelled=False)
     rows = int(con.execute(rolled.count()))
     t2 = time.perf_counter()
     return con, rolled, rows, t1 - t0, t2 - t1
