@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from features.events import ALL_ROLES, CANONICAL_COLUMNS, OPTIONAL_COLUMNS, OTHER, REQUIRED_COLUMNS
 from pipeline.config import DERIVED_PREFIX, DataParams, is_warehouse_url
 from pipeline.errors import InputError
-from pipeline.io import write_csv, write_json, write_parquet
+from pipeline.io import atomic_paths, write_csv, write_json, write_parquet
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".csv.gz", ".txt")
@@ -710,10 +710,11 @@ def ingest(
         )
     if key is not None:
         result = _pseudonymised(result, data, key)
-    write_parquet(result.events, out_events)
-    if Path(out_rejects).name.lower().endswith(".csv"):
-        write_csv(result.rejects, out_rejects)
-    else:
-        write_parquet(result.rejects, out_rejects)
-    write_json(metrics, out_metrics)
+    with atomic_paths(out_events, out_rejects, out_metrics) as (events, rejects, metrics_path):
+        write_parquet(result.events, events)
+        if Path(out_rejects).name.lower().endswith(".csv"):
+            write_csv(result.rejects, rejects)
+        else:
+            write_parquet(result.rejects, rejects)
+        write_json(metrics, metrics_path)
     return metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -22,24 +23,64 @@ def _umask() -> int:
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `target`; it replaces `target` only if the block succeeds."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    # mkstemp creates 0600; published files get the usual permissions of the process umask
-    os.chmod(tmp_path, 0o666 & ~_umask())
+    with atomic_paths(target) as (tmp,), _naming(Path(target)):
+        yield tmp
+
+
+@contextmanager
+def atomic_paths(*targets: str | Path) -> Iterator[list[Path]]:
+    """Yield a temporary path next to each target; they replace the targets together, only if the block succeeds.
+
+    Every file is written and synced before the first one replaces its target, so a failure while writing
+    any of them (a bad input found late, a full disk) leaves every previous target as it was. A temporary
+    path keeps its target's suffix, for writers that choose a format by name.
+    """
+    paths = [Path(t) for t in targets]
+    tmps: list[Path] = []
+    made: list[Path] = []  # directories created here: removed again (if empty) when the block fails
+    done = False
     try:
-        yield tmp_path
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, target)
+        for target in paths:
+            made += [d for d in reversed(target.parent.absolute().parents) if not d.exists()]
+            made += [target.parent.absolute()] if not target.parent.exists() else []
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+            os.close(fd)
+            tmps.append(Path(tmp))
+            # mkstemp creates 0600; published files get the usual permissions of the process umask
+            os.chmod(tmp, 0o666 & ~_umask())
+        try:
+            yield tmps
+        except OSError as exc:  # a writer's error names a temporary path: name its output instead
+            names = {str(tmp): target for target, tmp in zip(paths, tmps, strict=True)}
+            target = names.get(str(exc.filename))
+            if target is None:
+                raise
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
+        for target, tmp in zip(paths, tmps, strict=True):
+            with _naming(target), open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        for target, tmp in zip(paths, tmps, strict=True):
+            with _naming(target):
+                os.replace(tmp, target)
+        done = True
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        for d in [] if done else reversed(made):
+            with contextlib.suppress(OSError):  # not empty: something else wrote there meanwhile
+                d.rmdir()
+
+
+@contextmanager
+def _naming(target: Path) -> Iterator[None]:
+    """Name `target` in an OSError raised without a file name (pyarrow's writers raise such errors)."""
+    try:
+        yield
     except OSError as exc:
-        if exc.filename is None:  # writers like pyarrow's raise without a file name: say which output failed
+        if exc.filename is None:
             raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
         raise
-    finally:
-        tmp_path.unlink(missing_ok=True)
 
 
 def _write(target: str | Path, writer: Callable[[Path], None]) -> Path:

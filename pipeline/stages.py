@@ -69,14 +69,14 @@ def ingest(params: Params, paths: Paths) -> dict:
     key = pseudonym_key(params.privacy)  # a missing key fails before anything is read or written
     contact_log = contact_files(params.data, paths.raw_contacts)  # a missing log fails before anything is written
     spark = spark_session(params) if params.engine == "spark" else None
-    metrics = run_ingest(
-        params.data, paths.raw_events, paths.events, paths.rejects, paths.metrics("ingest"), spark=spark, key=key
-    )
-    metrics["contacts"] = ingest_contacts(
-        params.data, contact_log, paths.events, paths.contacts, paths.contact_rejects, key=key
-    )
-    metrics["pseudonymised_user_ids"] = key is not None
-    io.write_json(metrics, paths.metrics("ingest"))
+    outputs = (paths.events, paths.rejects, paths.contacts, paths.contact_rejects, paths.metrics("ingest"))
+    # published as a set: a contact log that fails validation after the events were read leaves every
+    # previous output in place, never new events beside the old contacts
+    with io.atomic_paths(*outputs) as (events, rejects, contacts, contact_rejects, out_metrics):
+        metrics = run_ingest(params.data, paths.raw_events, events, rejects, out_metrics, spark=spark, key=key)
+        metrics["contacts"] = ingest_contacts(params.data, contact_log, events, contacts, contact_rejects, key=key)
+        metrics["pseudonymised_user_ids"] = key is not None
+        io.write_json(metrics, out_metrics)
     return metrics
 
 

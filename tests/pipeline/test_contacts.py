@@ -202,3 +202,26 @@ def test_treated_outcomes_do_not_silently_train_the_model(policy: str) -> None:
         assert bias < -0.08  # treated "no churn" labels drag every probability down
     else:
         assert -0.08 < bias < -0.01  # down-weighted: in between
+
+
+def test_a_bad_contact_log_leaves_every_ingest_output_as_it_was(tmp_path: Path) -> None:
+    from pipeline import stages
+    from pipeline.paths import Paths
+
+    source = tmp_path / "shop.csv"
+    source.write_text("user_id,event_time,event_type\na,2026-01-01 10:00,purchase\nb,2026-01-02 10:00,purchase\n")
+    log = tmp_path / "log.csv"
+    log.write_text("user_id,contacted_at\na,2026-03-02 10:00\n")
+    paths = Paths(tmp_path / "run")
+    params = Params.model_validate({"data": {"source": str(source), "contacts": str(log)}})
+    first = stages.ingest(params, paths)
+    outputs = (paths.events, paths.rejects, paths.contacts, paths.contact_rejects, paths.metrics("ingest"))
+    before = {p: p.read_bytes() for p in outputs}
+    assert first["accepted"] == 2 and first["contacts"]["accepted"] == 1
+    # new events, and a log that only fails once the events have been read
+    source.write_text("user_id,event_time,event_type\nc,2026-01-03 10:00,purchase\n")
+    log.write_text("user_id,when\na,2026-03-02 10:00\n")
+    with pytest.raises(IngestError, match="contacted_at"):
+        stages.ingest(params, paths)
+    assert {p: p.read_bytes() for p in outputs} == before
+    assert not [p for p in (tmp_path / "run").rglob(".*") if p.is_file()]  # no temporary file left

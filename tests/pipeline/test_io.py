@@ -34,3 +34,30 @@ def test_json_is_byte_identical_for_equal_content_and_readable_by_others(tmp_pat
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "c.txt").stat().st_mode) == 0o644
+
+
+def test_a_set_of_outputs_is_replaced_together_or_not_at_all(tmp_path: Path) -> None:
+    first, second = tmp_path / "events.parquet", tmp_path / "sub" / "rejects.csv"
+    io.write_text("old events", first)
+    io.write_text("old rejects", second)
+    with pytest.raises(RuntimeError), io.atomic_paths(first, second) as (a, b):
+        assert a.suffix == ".parquet" and b.suffix == ".csv"  # writers that pick a format by name still can
+        io.write_text("new events", a)
+        raise RuntimeError("disk full")  # while the second output is being written
+    assert first.read_text() == "old events" and second.read_text() == "old rejects"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["events.parquet", "rejects.csv", "sub"]
+    with io.atomic_paths(first, second) as (a, b):
+        io.write_text("new events", a)
+        io.write_text("new rejects", b)
+    assert first.read_text() == "new events" and second.read_text() == "new rejects"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["events.parquet", "rejects.csv", "sub"]
+
+
+def test_a_failed_write_names_the_output_not_its_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "events.parquet"
+    with pytest.raises(OSError) as err, io.atomic_paths(target) as (tmp,):
+        # a writer inside the set writes atomically itself: its error names the set's temporary path
+        with io.atomic_path(tmp):
+            raise OSError(28, "No space left on device")
+    assert err.value.filename == str(target) and err.value.errno == 28
+    assert list(tmp_path.iterdir()) == []
