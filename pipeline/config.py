@@ -58,6 +58,9 @@ class DataParams(Strict):
     # role given to every row when the source has no event_type column (transactions-only)
     default_event_type: str = "purchase"
     timezone: str = "UTC"
+    # how numeric dates such as 03/04/2024 are read: true = day first, false = month first, None = from
+    # each file's unambiguous dates (a first number above 12 means day first); never guessed silently
+    dayfirst: bool | None = None
     # rows later than (newest plausible time + this many days) are quarantined as far-future
     max_future_days: int = Field(1, ge=0)
     # events before this date are quarantined as too old (None: no bound)

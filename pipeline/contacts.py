@@ -162,7 +162,7 @@ def normalise_contacts(
     if key is not None:  # the events' ids are pseudonyms too (privacy.pseudonymise_user_ids)
         user_id = pseudonymise(user_id, key)
     flag(user_id.isna(), "null_user_id")
-    times, null_time, bad_time = _parse_times(values, tz, source_name, time_col)
+    times, null_time, bad_time = _parse_times(values, tz, source_name, time_col, dayfirst=data.dayfirst)
     flag(null_time, "null_contacted_at")
     flag(bad_time, "unparseable_contacted_at")
     flag((times > now + pd.Timedelta(days=data.max_future_days)).fillna(False), "far_future_contacted_at")

@@ -64,6 +64,8 @@ CLOCK_WORDS = frozenset({"now", "today", "tomorrow", "yesterday"})
 REJECT_META = ("source_file", "source_row", "reason")
 
 # An explicit UTC marker or offset after a clock time: such strings are instants, not local times.
+# a date of numbers with the year last (03/04/2024, 3.4.24, 03-04-2024): day and month order unknown
+_NUMERIC_DATE = r"^\s*(\d{1,2})[/.\-](\d{1,2})[/.\-]\d{2,4}(?!\d)"
 _AWARE_TIME = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
 # Float ids exported as text ("12346.0"); the fraction is an artefact of a float column, not part of the id.
 _FLOAT_ID = re.compile(r"^(-?\d+)\.0+$")
@@ -396,18 +398,48 @@ def _parse_numeric(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return np.where(bad, np.nan, floats), bad
 
 
-def _to_datetime(text: pd.Series, utc: bool) -> pd.Series:
+def _to_datetime(text: pd.Series, utc: bool, dayfirst: bool = False) -> pd.Series:
     """Parse strings; a fast pass with one inferred format, then per-value parsing for the rest."""
     with warnings.catch_warnings():
         # "could not infer format" only announces the slower per-value fallback
         warnings.simplefilter("ignore", UserWarning)
-        parsed = pd.to_datetime(text, errors="coerce", utc=utc)
+        parsed = pd.to_datetime(text, errors="coerce", utc=utc, dayfirst=dayfirst)
         retry = parsed.isna() & text.notna()
         if retry.any():
             # e.g. named time zones mixed with naive values: those stay unparseable
             with contextlib.suppress(ValueError, TypeError):
-                parsed[retry] = pd.to_datetime(text[retry], errors="coerce", utc=utc, format="mixed")
+                parsed[retry] = pd.to_datetime(text[retry], errors="coerce", utc=utc, format="mixed", dayfirst=dayfirst)
     return parsed
+
+
+def _day_first(text: pd.Series, dayfirst: bool | None, source_name: str, column: str) -> bool:
+    """Whether the numeric dates of `text` (03/04/2024) put the day first: data.dayfirst when set, else what
+    the unambiguous ones show (13/04/2024 is day first, 04/13/2024 month first).
+
+    Without it pandas reads the first value's order into the whole column and every other value one by one,
+    so 03/04/2024 beside 13/04/2024 became 4 March and 13 April: wrong dates, silently.
+    """
+    if dayfirst is not None:
+        return dayfirst
+    # a numeric date fits in 10 characters: its distinct beginnings (about one per day) tell the order
+    text = pd.Series(text.str.slice(0, 10).unique(), dtype="str")
+    parts = text.str.extract(_NUMERIC_DATE).dropna()
+    first, second = parts[0].astype(int), parts[1].astype(int)
+    day, month = (first > 12) & (second <= 12), (second > 12) & (first <= 12)
+    ambiguous = (first <= 12) & (second <= 12)
+    fix = "set data.dayfirst in params.yaml: true (day first) or false (month first)"
+    if day.any() and month.any():
+        raise IngestError(
+            f"{source_name}: column {column!r} has numeric dates in both orders, e.g. {text[day.idxmax()]!r} "
+            f"(day first) and {text[month.idxmax()]!r} (month first), so a date like 03/04 cannot be read safely: "
+            f"fix the export, or {fix} to say how such dates are read (dates that fit one order only keep it)"
+        )
+    if not day.any() and not month.any() and ambiguous.any():
+        raise IngestError(
+            f"{source_name}: column {column!r}: every numeric date could be day or month first, e.g. "
+            f"{text[ambiguous.idxmax()]!r}, so none can be read safely: {fix}"
+        )
+    return bool(day.any())
 
 
 def _localize(naive: pd.Series, tz: ZoneInfo, adjusted: Counter[str] | None = None) -> pd.Series:
@@ -430,9 +462,17 @@ def _localize(naive: pd.Series, tz: ZoneInfo, adjusted: Counter[str] | None = No
 
 
 def _parse_times(
-    values: pd.Series, tz: ZoneInfo, source_name: str, column: str, adjusted: Counter[str] | None = None
+    values: pd.Series,
+    tz: ZoneInfo,
+    source_name: str,
+    column: str,
+    adjusted: Counter[str] | None = None,
+    dayfirst: bool | None = None,
 ) -> tuple[pd.Series, ...]:
-    """UTC timestamps plus masks of null and of unparseable cells; DST adjustments counted into `adjusted`."""
+    """UTC timestamps plus masks of null and of unparseable cells; DST adjustments counted into `adjusted`.
+
+    `dayfirst`: data.dayfirst (see _day_first).
+    """
     utc_dtype = pd.DatetimeTZDtype("us", "UTC")
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         times = values.dt.tz_convert("UTC").astype(utc_dtype)
@@ -453,11 +493,12 @@ def _parse_times(
     aware = text.str.contains(_AWARE_TIME, regex=True).fillna(False).astype(bool) & ~null
     clock_word = text.str.lower().isin(CLOCK_WORDS).to_numpy(dtype=bool)
     naive = ~null & ~aware & ~clock_word
+    day_first = _day_first(text[aware | naive], dayfirst, source_name, column)
     times = pd.Series(pd.NaT, index=values.index, dtype=utc_dtype)
     if aware.any():
-        times[aware] = _to_datetime(text[aware], utc=True).astype(utc_dtype)
+        times[aware] = _to_datetime(text[aware], utc=True, dayfirst=day_first).astype(utc_dtype)
     if naive.any():
-        local = _to_datetime(text[naive], utc=False)
+        local = _to_datetime(text[naive], utc=False, dayfirst=day_first)
         times[naive] = _localize(local, tz, adjusted).astype(utc_dtype)
     return times, null, ~null & times.isna()
 
@@ -507,7 +548,7 @@ def normalise(raw: pd.DataFrame, data: DataParams, source_name: str, now: pd.Tim
 
     adjusted: Counter[str] = Counter()
     times, null_time, bad_time = _parse_times(
-        raw[mapping["event_time"]], tz, source_name, mapping["event_time"], adjusted
+        raw[mapping["event_time"]], tz, source_name, mapping["event_time"], adjusted, data.dayfirst
     )
     flag(null_time, "null_event_time")
     flag(bad_time, "unparseable_event_time")

@@ -93,6 +93,13 @@ def test_a_missing_column_fails_naming_file_column_and_key(tmp_path: Path, event
         _ingest(tmp_path, events, "user_id,when\nb,2026-03-02\n", contact_columns=columns)
 
 
+def test_contact_dates_follow_dayfirst(tmp_path: Path, events: Path) -> None:
+    with pytest.raises(IngestError, match="data.dayfirst"):
+        _ingest(tmp_path, events, "user_id,contacted_at\na,03/02/2026\n")
+    _, contacts, _ = _ingest(tmp_path, events, "user_id,contacted_at\na,03/02/2026\n", dayfirst=True)
+    assert contacts["contacted_at"].tolist() == [pd.Timestamp("2026-02-03", tz="UTC")]
+
+
 def test_no_log_writes_an_empty_canonical_file(tmp_path: Path, events: Path) -> None:
     out, rej = tmp_path / "c.parquet", tmp_path / "r.parquet"
     dp = DataParams()

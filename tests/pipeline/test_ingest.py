@@ -177,6 +177,45 @@ def test_string_times_with_and_without_offsets(tmp_path: Path) -> None:
     ]
 
 
+def test_numeric_dates_are_read_in_the_order_the_file_shows(tmp_path: Path) -> None:
+    rows = [
+        ["user_id", "event_time", "event_type"],
+        ["a", "03/04/2024 10:00", "view"],
+        ["b", "13/04/2024 10:00", "view"],
+    ]
+    # the first date is ambiguous; the second can only be day first, so both are April
+    _, events, _, _ = run(DataParams(source=str(write_csv(tmp_path / "eu.csv", rows))), tmp_path)
+    assert sorted(events["event_time"]) == [
+        pd.Timestamp("2024-04-03 10:00", tz="UTC"),
+        pd.Timestamp("2024-04-13 10:00", tz="UTC"),
+    ]
+    rows[2][1] = "04/13/2024 10:00"  # now it can only be month first: 4 March and 13 April
+    _, events, _, _ = run(DataParams(source=str(write_csv(tmp_path / "us.csv", rows))), tmp_path)
+    assert sorted(events["event_time"]) == [
+        pd.Timestamp("2024-03-04 10:00", tz="UTC"),
+        pd.Timestamp("2024-04-13 10:00", tz="UTC"),
+    ]
+
+
+def test_numeric_dates_of_unknown_or_mixed_order_fail_until_dayfirst_says(tmp_path: Path) -> None:
+    ambiguous = write_csv(
+        tmp_path / "day.csv",
+        [["user_id", "event_time", "event_type"], ["a", "03/04/2024 10:00", "view"], ["b", "05/06/2024", "view"]],
+    )
+    with pytest.raises(IngestError, match=r"day\.csv: column 'event_time'.*'03/04/2024'.*data\.dayfirst"):
+        run(DataParams(source=str(ambiguous)), tmp_path)
+    for dayfirst, first in ((True, "2024-04-03 10:00"), (False, "2024-03-04 10:00")):
+        _, events, _, _ = run(DataParams(source=str(ambiguous), dayfirst=dayfirst), tmp_path)
+        assert events["event_time"].min() == pd.Timestamp(first, tz="UTC")
+    mixed = write_csv(
+        tmp_path / "mixed.csv",
+        [["user_id", "event_time", "event_type"], ["a", "13/04/2024", "view"], ["b", "04/14/2024", "view"]],
+    )
+    with pytest.raises(IngestError, match=r"both orders, e\.g\. '13/04/2024' \(day first\) and '04/14/2024'"):
+        run(DataParams(source=str(mixed)), tmp_path)
+    assert not (tmp_path / "out" / "mixed").exists()
+
+
 def test_tz_aware_parquet_times_are_converted(tmp_path: Path) -> None:
     src = tmp_path / "events.parquet"
     times = pd.to_datetime(["2024-07-15 12:00"]).tz_localize("America/New_York")

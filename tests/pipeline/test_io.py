@@ -55,9 +55,8 @@ def test_a_set_of_outputs_is_replaced_together_or_not_at_all(tmp_path: Path) -> 
 
 def test_a_failed_write_names_the_output_not_its_temporary_file(tmp_path: Path) -> None:
     target = tmp_path / "events.parquet"
-    with pytest.raises(OSError) as err, io.atomic_paths(target) as (tmp,):
-        # a writer inside the set writes atomically itself: its error names the set's temporary path
-        with io.atomic_path(tmp):
-            raise OSError(28, "No space left on device")
+    # a writer inside the set writes atomically itself: its error names the set's temporary path
+    with pytest.raises(OSError) as err, io.atomic_paths(target) as (tmp,), io.atomic_path(tmp):
+        raise OSError(28, "No space left on device")
     assert err.value.filename == str(target) and err.value.errno == 28
     assert list(tmp_path.iterdir()) == []
