@@ -63,9 +63,9 @@ CLOCK_WORDS = frozenset({"now", "today", "tomorrow", "yesterday"})
 
 REJECT_META = ("source_file", "source_row", "reason")
 
-# An explicit UTC marker or offset after a clock time: such strings are instants, not local times.
-# a date of numbers with the year last (03/04/2024, 3.4.24, 03-04-2024): day and month order unknown
+# A date of numbers with the year last (03/04/2024, 3.4.24, 03-04-2024): day and month order unknown.
 _NUMERIC_DATE = r"^\s*(\d{1,2})[/.\-](\d{1,2})[/.\-]\d{2,4}(?!\d)"
+# An explicit UTC marker or offset after a clock time: such strings are instants, not local times.
 _AWARE_TIME = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
 # Float ids exported as text ("12346.0"); the fraction is an artefact of a float column, not part of the id.
 _FLOAT_ID = re.compile(r"^(-?\d+)\.0+$")
