@@ -163,6 +163,21 @@ def true_effect(lst: pd.DataFrame, with_: pd.DataFrame, without: pd.DataFrame) -
     return out
 
 
+def _shop_ids(lst: pd.DataFrame, params: Params) -> pd.DataFrame:
+    """The list with the synthetic shop's own user ids: a list scored with privacy.pseudonymise_user_ids names
+    its users by pseudonym, while the shop is generated, and its contact log written, with the raw ids (ingest
+    pseudonymises both again). Ids that are no pseudonym of a shop user are left as they are."""
+    from pipeline.privacy import pseudonym_key, pseudonymise
+    from pipeline.synthetic import shop_user_ids
+
+    key = pseudonym_key(params.privacy)
+    if key is None:
+        return lst
+    raw = pd.Series(shop_user_ids(params.generate), dtype="object")
+    back = dict(zip(pseudonymise(raw, key), raw, strict=True))
+    return lst.assign(user_id=[back.get(u, u) for u in lst["user_id"]])
+
+
 def simulate_campaign(params: Params, paths: Paths) -> dict[str, Any]:
     """Regenerate the synthetic shop with `generate.campaign`, write the contact log and the true effect."""
     from pipeline.synthetic import Campaign, write_shop
@@ -175,7 +190,7 @@ def simulate_campaign(params: Params, paths: Paths) -> dict[str, Any]:
             f"a campaign is simulated on the synthetic shop, but data.source is {params.data.source!r}: "
             "run it with params whose data.source is 'synthetic'"
         )
-    lst = read_list(cp.list_path)
+    lst = _shop_ids(read_list(cp.list_path), params)
     as_of = list_as_of(lst)
     contact_day = as_of + dt.timedelta(days=cp.contact_day_offset)
     log = contact_log(lst, contact_day, params.generate.seed)

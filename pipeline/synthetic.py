@@ -601,6 +601,15 @@ def _id_strings(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
     return pc.binary_join_element_wise(prefix, digits, "")
 
 
+def _id_width(params: GenerateParams) -> int:
+    return max(7, len(str(params.users)))
+
+
+def shop_user_ids(params: GenerateParams) -> list[str]:
+    """Every user id of the shop `params` generates, in order."""
+    return _id_strings("u", np.arange(1, params.users + 1), _id_width(params)).to_pylist()
+
+
 def _build_tables(
     rng: np.random.Generator, u: _Users, log: _Log, cal: _Calendar, first_user: int, id_width: int
 ) -> tuple[pa.Table, pa.Table]:
@@ -747,7 +756,7 @@ def _chunks(
     treated = campaign.treated(params.users) if campaign is not None else None
     # child i depends only on the seed and i, so chunks are reproducible one by one
     rngs = np.random.default_rng(params.seed).spawn(n_chunks)
-    id_width = max(7, len(str(params.users)))
+    id_width = _id_width(params)
     for i, rng in enumerate(rngs):
         first = i * chunk_users
         n = min(chunk_users, params.users - first)

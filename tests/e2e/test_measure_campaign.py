@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -51,3 +52,36 @@ def test_measure_recovers_a_campaign_on_the_champions_list(
     winback("features")
     features = json.loads((tmp_path / "metrics" / "features.json").read_text())
     assert features["contacted_rows"] > 0
+
+
+def test_a_campaign_on_a_pseudonymised_list(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the list names users by pseudonym; the shop is generated, and its contact log written, with raw ids
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    monkeypatch.setenv("WINBACK_PSEUDONYM_KEY", "k" * 32)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["score"]["holdout_fraction"] = 0.5
+    params["privacy"] = {"pseudonymise_user_ids": True}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copytree(project / "data" / "raw", tmp_path / "data" / "raw")
+    runner = CliRunner()
+
+    def winback(*args: str) -> str:
+        res = runner.invoke(app, [*args, "--params", str(tmp_path / "params.yaml"), "--root", str(tmp_path)])
+        assert res.exit_code == 0, f"winback {' '.join(args)}:\n{res.output}"
+        return res.output
+
+    winback("ingest")
+    winback("score", "--as-of", AS_OF)
+    listed = pd.read_parquet(tmp_path / "outputs" / "winback" / AS_OF / "winback.parquet")
+    assert not listed["user_id"].str.startswith("u").any()  # pseudonyms, not the shop's ids
+    winback("simulate-campaign", "--list", AS_OF, "--effect", "0.8")
+    raw_log = pd.read_parquet(tmp_path / "data" / "raw" / "contacts.parquet")
+    assert len(raw_log) == int(listed["contact"].sum()) and raw_log["user_id"].str.startswith("u").all()
+    winback("ingest")
+    contacts = pd.read_parquet(tmp_path / "data" / "ingested" / "contacts.parquet")
+    assert set(contacts["user_id"]) == set(listed.loc[listed["contact"], "user_id"])
+    winback("measure", "--list", AS_OF)
+    truth = json.loads((tmp_path / "data" / "raw" / "campaign.json").read_text())
+    o = json.loads((tmp_path / "outputs" / "winback" / AS_OF / "measure.json").read_text())["overall"]
+    assert truth["true_effect"] < -0.05
+    assert o["ci_low"] <= truth["true_effect"] <= o["ci_high"] < 0
