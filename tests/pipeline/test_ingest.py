@@ -213,7 +213,9 @@ def test_numeric_dates_of_unknown_or_mixed_order_fail_until_dayfirst_says(tmp_pa
     )
     with pytest.raises(IngestError, match=r"both orders, e\.g\. '13/04/2024' \(day first\) and '04/14/2024'"):
         run(DataParams(source=str(mixed)), tmp_path)
-    assert not (tmp_path / "out" / "mixed").exists()
+    # the failed run wrote nothing: the events of the last good run (dayfirst false) stay
+    last_good = pd.read_parquet(tmp_path / "out" / "events.parquet")
+    assert last_good["event_time"].min() == pd.Timestamp("2024-03-04 10:00", tz="UTC")
 
 
 def test_tz_aware_parquet_times_are_converted(tmp_path: Path) -> None:
