@@ -15,6 +15,7 @@ from rich.console import Console
 
 from pipeline import stages
 from pipeline.config import Params, load_params
+from pipeline.engine import memory_errors
 from pipeline.errors import ExitCode, WinbackError
 from pipeline.paths import Paths
 from pipeline.run import params_for_output
@@ -33,7 +34,8 @@ def _run(stage: Callable[..., Any], params_path: Path, root: Path, **kwargs: Any
     try:
         # a relative sqlite store lives under --root, as with `winback run --out`
         params = params_for_output(load_params(params_path), root)
-        return stage(params, Paths(root), **kwargs)
+        with memory_errors(params):
+            return stage(params, Paths(root), **kwargs)
     except WinbackError as exc:
         console.print(f"[bold red]winback {stage.__name__} failed:[/] {exc}")
         raise typer.Exit(exc.exit_code) from exc

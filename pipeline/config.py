@@ -9,6 +9,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import duckdb
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -405,6 +406,21 @@ class Params(Strict):
     score: ScoreParams = ScoreParams()
     privacy: PrivacyParams = PrivacyParams()
     mlflow: MlflowParams = MlflowParams()
+
+    @field_validator("duckdb_memory_limit")
+    @classmethod
+    def _memory_size(cls, v: str) -> str:
+        # DuckDB's own parser is the rule; its message ("Memory must have a number") names no key
+        try:
+            with duckdb.connect(config={"memory_limit": v}) as con:
+                # a limit of 0 parses, then fails any query that allocates, as this one does
+                con.execute("SELECT current_setting('memory_limit')").fetchall()
+        except duckdb.Error as exc:
+            raise ValueError(
+                f"not a memory size DuckDB can start with ({str(exc).splitlines()[0]}): write e.g. '4GB', '1200MB' "
+                "or '60%' (of the machine's memory)"
+            ) from exc
+        return v
 
 
 class ConfigError(WinbackError, ValueError):

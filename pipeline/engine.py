@@ -5,15 +5,18 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import ibis
 from ibis.backends import BaseBackend
 from ibis.expr.types import Table
 
 from pipeline.config import ConfigError, Params
-from pipeline.errors import InputError
+from pipeline.errors import InputError, ResourceError
 
 
 def spark_session(params: Params) -> Any:
@@ -63,6 +66,25 @@ def connect(params: Params) -> BaseBackend:
     # query parses the file's footer again (at 100M events, a third of a range's time)
     con.raw_sql("SET parquet_metadata_cache = true")
     return con
+
+
+@contextmanager
+def memory_errors(params: Params) -> Iterator[None]:
+    """DuckDB running out of memory or of spill space, raised as a ResourceError saying which params to change.
+
+    Without it the scheduler sees exit 1, a bug with a traceback, for what a param fixes.
+    """
+    try:
+        yield
+    except duckdb.OutOfMemoryException as exc:
+        spill = params.duckdb_temp_directory or "DuckDB's default, .tmp in the working directory"
+        limit = params.duckdb_memory_limit
+        raise ResourceError(
+            f"DuckDB ran out of memory ({str(exc).splitlines()[0]}) with duckdb_memory_limit {limit!r}, threads "
+            f"{params.threads} and duckdb_temp_directory {spill}: raise duckdb_memory_limit (about 60% of the "
+            "memory the process may use), lower threads, or point duckdb_temp_directory at a disk with free space; "
+            "the last good outputs are unchanged"
+        ) from exc
 
 
 def read_events(con: BaseBackend, path: str | Path) -> Table:

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     GUARD = 5  # a guard refused to publish (schema, population change, drift); --force overrides
     BUSY = 6  # another run holds the lock for the same output
     OUTPUT = 7  # an output could not be written (disk full, permissions); the last good one is intact
+    RESOURCES = 8  # the engine ran out of memory or of spill space; the last good outputs are intact
 
 
 class WinbackError(Exception):
@@ -57,3 +58,9 @@ class OutputError(WinbackError):
     """An output could not be written; the previously published output is unchanged."""
 
     exit_code = ExitCode.OUTPUT
+
+
+class ResourceError(WinbackError):
+    """The engine ran out of memory or of disk to spill to; the message says which params to change."""
+
+    exit_code = ExitCode.RESOURCES

@@ -29,7 +29,7 @@ from pipeline.build import (
     write_snapshots,
 )
 from pipeline.config import Params
-from pipeline.engine import connect, read_events, spark_session
+from pipeline.engine import connect, memory_errors, read_events, spark_session
 from pipeline.errors import GuardError, InputError, ModelError, WinbackError
 from pipeline.explain import family_totals, global_importance, plot_bar, plot_beeswarm, shap_values
 from pipeline.metrics import calibration_figure, curves
@@ -226,7 +226,8 @@ def score(params: Params, paths: Paths, as_of: dt.date | None = None, force: str
     """
     run: dict[str, Any] = {"as_of": as_of or params.score.as_of}  # _score fills in the date it resolves
     try:
-        return _score(params, paths, run, force)
+        with memory_errors(params):  # logged below as the error it is, not as a bug
+            return _score(params, paths, run, force)
     except WinbackError as exc:
         day = run["as_of"]
         entry = {"as_of": day.isoformat() if day else None, "error": str(exc), "exit_code": int(exc.exit_code)}

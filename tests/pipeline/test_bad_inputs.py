@@ -63,6 +63,7 @@ Cases (the pytest id or test name), with the input and the outcome:
 * `param_out_of_range` (`labels.horizon_days: 0`, `score.holdout_fraction: 1.5`): refused, 2: names the key and
   the value.
 * `param_wrong_type` (`train.num_leaves: many`): refused, 2: names the key and the value.
+* `memory_limit_not_a_size` (`duckdb_memory_limit: lots`): refused, 2: names the key, the value and sizes that work.
 * `users_with_one_event` (users with a single event beside a steady user): features built: each in the population
   at the cutoffs whose lookback holds the event, churned.
 * `last_weeks_unlabelable` (the last `labels.horizon_days` of data): no snapshot at those cutoffs (every cutoff +
@@ -78,6 +79,9 @@ Cases (the pytest id or test name), with the input and the outcome:
   passed", the dates.
 * `corrupted_ingested_parquet` (`data/ingested/events.parquet` truncated, then `score`): refused, 3: names the
   file and says to run `winback ingest` again.
+* `out_of_memory_features`, `out_of_memory_score` (`duckdb_memory_limit: 1MB`, far below what a query needs):
+  refused, 8: names the limit, the threads and the spill directory and what to change; the snapshots and every
+  published list as they were; `score` logs the refusal with its code in `runs.jsonl`.
 * `disk_full_score` (`score` with writes capped (RLIMIT_FSIZE: EFBIG)): refused, 7; the published list intact, no
   temporary file left.
 * `disk_full_ingest` (`ingest` with writes capped): refused, 7; the previous ingest outputs intact, no temporary
@@ -514,6 +518,12 @@ INGEST_CASES: list[IngestCase] = [
         Refused(ExitCode.CONFIG, ("params.yaml", "train.num_leaves", "'many'")),
         params={"train": {"num_leaves": "many"}},
     ),
+    IngestCase(
+        "memory_limit_not_a_size",
+        {"events.csv": csv(HEAD, "u1,2024-01-01 10:00:00,view,")},
+        Refused(ExitCode.CONFIG, ("params.yaml", "duckdb_memory_limit", "'lots'", "'4GB'", "'1200MB'")),
+        params={"duckdb_memory_limit": "lots"},
+    ),
 ]
 
 
@@ -791,6 +801,28 @@ def test_corrupted_ingested_parquet(in_shop: Path, tmp_path: Path) -> None:
     assert res.exit_code == ExitCode.INPUT, text(res.output)
     assert "data/ingested/events.parquet" in text(res.output) and "winback ingest" in text(res.output)
     assert published(in_shop) == before
+
+
+@pytest.mark.parametrize("stage", ["features", "score"], ids=["out_of_memory_features", "out_of_memory_score"])
+def test_out_of_memory(stage: str, in_shop: Path, tmp_path: Path) -> None:
+    """DuckDB out of memory is a refusal saying which params to change (exit 8), not a bug (exit 1)."""
+    params = {**yaml.safe_load((in_shop / "params.yaml").read_text()), "duckdb_memory_limit": "1MB"}
+    snapshots = in_shop / "data" / "features" / "snapshots.parquet"
+    before = published(in_shop), snapshots.read_bytes()
+    runs = in_shop / "outputs" / "winback" / "runs.jsonl"
+    logged = runs.read_text().count("\n")
+    res = invoke(in_shop, stage, params=write_params(tmp_path / "params.yaml", params))
+    message = text(res.output)
+    assert res.exit_code == ExitCode.RESOURCES, message[-3000:]
+    assert "Traceback" not in res.output
+    for needle in ("DuckDB ran out of memory", "duckdb_memory_limit '1MB'", "threads 1", "duckdb_temp_directory"):
+        assert needle in message, f"{needle!r} not in: {message}"
+    assert (published(in_shop), snapshots.read_bytes()) == before
+    entries = runs.read_text().splitlines()[logged:]
+    if stage == "score":
+        assert [json.loads(e)["exit_code"] for e in entries] == [ExitCode.RESOURCES]
+    else:
+        assert entries == []
 
 
 # ------------------------------------------------------------------------------------------- a full disk
