@@ -711,8 +711,10 @@ def _spark_stop(con, rolled=None) -> None:
     """Stop the session and wait for the JVM to exit, so wait4's CPU time and ru_maxrss include it."""
     from pyspark import SparkContext
 
+    from pipeline.build import release_rollup
+
     if rolled is not None:
-        rolled.release()  # now, not from Ibis's finalizer at exit (after the JVM is gone)
+        release_rollup(rolled)  # now, not from Ibis's finalizer at exit (after the JVM is gone)
     gateway = SparkContext._gateway
     con._session.stop()
     proc = getattr(gateway, "proc", None)

@@ -64,7 +64,7 @@ def _duckdb_epoch(ts: dt.Timestamp(timezone="UTC")) -> float:
     """DuckDB's epoch(TIMESTAMPTZ): seconds since 1970-01-01 UTC, with the microseconds."""
 
 
-def _duckdb_only(expr: ibis.Expr) -> bool:
+def duckdb_only(expr: ibis.Expr) -> bool:
     """Whether `expr` reads only DuckDB tables (in-memory tables run on whichever backend executes them)."""
     tables = expr.op().find(ops.DatabaseTable)
     return bool(tables) and all(t.source.name == "duckdb" for t in tables)
@@ -72,7 +72,7 @@ def _duckdb_only(expr: ibis.Expr) -> bool:
 
 def epoch_seconds(ts: ibis.Expr) -> ibis.Expr:
     """Whole epoch seconds of a UTC timestamp, floored (DuckDB's epoch keeps the microseconds, Spark's drops them)."""
-    if _duckdb_only(ts):
+    if duckdb_only(ts):
         # Ibis's epoch_seconds casts to a naive timestamp first: a per-row time zone conversion in
         # DuckDB that costs more than the rest of the per-event projection; epoch needs none
         return _duckdb_epoch(ts).floor().cast("int64")

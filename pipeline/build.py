@@ -18,7 +18,14 @@ from ibis.backends import BaseBackend
 from ibis.expr.types import Table
 
 from features.labels import churn_labels, future_revenue, population
-from features.rollup import SECONDS_PER_DAY, activity_rollup, epoch_seconds, side_events, user_day_rollup
+from features.rollup import (
+    SECONDS_PER_DAY,
+    activity_rollup,
+    duckdb_only,
+    epoch_seconds,
+    side_events,
+    user_day_rollup,
+)
 from features.windows import EPOCH, cutoff_table, day_number, longest_window, snapshot_features
 from pipeline import io
 from pipeline.config import FeatureParams, LabelParams, Params
@@ -62,12 +69,35 @@ def labelable_cutoffs(first_day: dt.date, data_end: dt.date, fp: FeatureParams, 
     return sorted(out)
 
 
+# side-event caches still read by a cached rollup, by the rollup's cache name (see rollup)
+_SIDES: dict[str, Table] = {}
+
+
 def rollup(events: Table, merge_before: int | None = None) -> Table:
-    """The user-day rollup (user_day_rollup), materialised once so features and labels do not recompute it."""
+    """The user-day rollup (user_day_rollup), materialised once so features and labels do not recompute it.
+
+    Release it with release_rollup, which also releases the side-event cache it was built from.
+    """
     side = side_events(events).cache()  # one scan for every side table
     try:
-        return user_day_rollup(events, merge_before, side).cache()
-    finally:
+        rolled = user_day_rollup(events, merge_before, side).cache()
+    except BaseException:
+        side.release()
+        raise
+    if duckdb_only(rolled):
+        side.release()  # DuckDB's cache is a table of its own
+    else:
+        # Spark persists lazily, and Spark Connect re-reads a cached plan by its view names to unpersist it:
+        # the side cache must outlive the rollup's
+        _SIDES[rolled.op().name] = side
+    return rolled
+
+
+def release_rollup(rolled: Table) -> None:
+    """Release a rollup() cache, and then the side-event cache it reads."""
+    rolled.release()
+    side = _SIDES.pop(rolled.op().name, None)
+    if side is not None:
         side.release()
 
 
@@ -191,7 +221,7 @@ def range_snapshots(
             try:
                 return con.to_pyarrow(snapshot_table(rolled, cutoffs, params))
             finally:
-                rolled.release()
+                release_rollup(rolled)
 
         yield each
         return

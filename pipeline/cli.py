@@ -15,7 +15,7 @@ from rich.console import Console
 
 from pipeline import stages
 from pipeline.config import Params, load_params
-from pipeline.engine import memory_errors
+from pipeline.engine import close_remote_session, memory_errors
 from pipeline.errors import ExitCode, WinbackError
 from pipeline.paths import Paths
 from pipeline.run import params_for_output
@@ -34,8 +34,11 @@ def _run(stage: Callable[..., Any], params_path: Path, root: Path, **kwargs: Any
     try:
         # a relative sqlite store lives under --root, as with `winback run --out`
         params = params_for_output(load_params(params_path), root)
-        with memory_errors(params):
-            return stage(params, Paths(root), **kwargs)
+        try:
+            with memory_errors(params):
+                return stage(params, Paths(root), **kwargs)
+        finally:
+            close_remote_session(params)
     except WinbackError as exc:
         console.print(f"[bold red]winback {stage.__name__} failed:[/] {exc}")
         raise typer.Exit(exc.exit_code) from exc

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from pipeline import io
 from pipeline.config import CONTACT_COLUMNS, DataParams
+from pipeline.engine import engine_path
 from pipeline.ingest import (
     _READ_ERRORS,
     IngestError,
@@ -283,7 +284,7 @@ def contacted_keys(con: Any, contacts_path: Path, cutoffs: list, horizon_days: i
     path = Path(contacts_path)
     if not len(cutoffs) or not path.exists() or pq.read_metadata(path).num_rows == 0:
         return pd.MultiIndex.from_arrays([[], []])
-    contacts = con.read_parquet(str(path))
+    contacts = con.read_parquet(engine_path(path))
     pairs = con.to_pandas(contacted_rows(contacts, cutoff_table(sorted(cutoffs)), horizon_days))
     days = pd.to_timedelta(pairs["cutoff_day"].astype("int64"), unit="D")
     return pd.MultiIndex.from_arrays([pairs["user_id"].astype(str), (pd.Timestamp(EPOCH) + days).dt.date])

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipeline.config import DataParams
+from pipeline.engine import engine_path
 from pipeline.ingest import IngestResult, _combine
 from pipeline.warehouse import read_grouped
 
@@ -38,7 +39,7 @@ def read_parquet_on_spark(session: Any, paths: list[Path], data: DataParams, now
     for i, group in enumerate(by_schema.values()):
         # Ibis's read_parquet takes one path; Spark's reader takes them all
         name = f"winback_ingest_{i}"
-        session.read.parquet(*(str(p) for p in group)).createOrReplaceTempView(name)
+        session.read.parquet(*(engine_path(p) for p in group)).createOrReplaceTempView(name)
         table = con.table(name)
         results.append(read_grouped(con, table, data, _label(group), now))
     combined = _combine(results) if len(results) > 1 else results[0]

@@ -29,7 +29,7 @@ from pipeline.build import (
     write_snapshots,
 )
 from pipeline.config import Params
-from pipeline.engine import connect, memory_errors, read_events, spark_session
+from pipeline.engine import connect, engine_path, memory_errors, read_events, spark_session
 from pipeline.errors import GuardError, InputError, ModelError, WinbackError
 from pipeline.explain import family_totals, global_importance, plot_bar, plot_beeswarm, shap_values
 from pipeline.metrics import calibration_figure, curves
@@ -96,7 +96,7 @@ def features(params: Params, paths: Paths) -> dict:
     }
     io.write_json(summary, paths.metrics("features"))
     # the snapshots' rows are the population at each cutoff, with its labels
-    snaps = con.read_parquet(str(paths.snapshots))
+    snaps = con.read_parquet(engine_path(paths.snapshots))
     labels = snaps.select(cutoff_day=snaps.cutoff.epoch_days(), churned=snaps.churned)
     io.write_csv(con.to_pandas(churn_rate_per_cutoff(labels)), paths.churn_rate_by_cutoff)
     return summary

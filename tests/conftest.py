@@ -145,3 +145,18 @@ def postgres_shop(postgres) -> dict:
     load_frame(postgres, "shop", "raw.events", WAREHOUSE_COLUMNS, frame)
     url = f"postgresql://{postgres.user}:${{WINBACK_DB_PASSWORD}}@{postgres.host}:{postgres.port}/shop"
     return {"server": postgres, "data": {"source": url, "table": "raw.events", **WAREHOUSE_MAPPING}, "frame": frame}
+
+
+# ------------------------------------------------------------------------------ Spark Connect (spark.remote)
+
+
+@pytest.fixture(scope="session")
+def spark_connect_url():
+    """The sc:// URL of a throwaway Spark Connect server (tests/spark_connect_server.py); skips without one."""
+    from spark_connect_server import missing_reason, running_server
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    with running_server() as url:
+        yield url
