@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -21,6 +22,7 @@ from ibis.expr.types import Table
 from pipeline.config import ConfigError, Params
 from pipeline.errors import InputError, ResourceError
 
+log = logging.getLogger(__name__)
 UTC = "UTC"
 CONNECT_PORT = 15002  # Spark Connect's default
 REACH_TIMEOUT_S = 10
@@ -103,13 +105,17 @@ def close_remote_session(params: Params) -> None:
     # newest first: a cached rollup's plan reads the side-event cache made before it (build.rollup), and Spark
     # Connect re-reads that plan to unpersist it. Released here, while the session is open, and not by Ibis's
     # finalizers at exit, which would find the session closed.
-    while _REMOTE_BACKENDS:
-        con = _REMOTE_BACKENDS.pop()
-        for name in reversed(list(con._cache_name_to_entry)):
-            con._finalize_cached_table(name)
-    session = SparkSession.getActiveSession()
-    if session is not None:
-        session.stop()
+    # A failure here (the server gone) is logged, never raised: it must not hide how the command ended.
+    try:
+        while _REMOTE_BACKENDS:
+            con = _REMOTE_BACKENDS.pop()
+            for name in reversed(list(con._cache_name_to_entry)):
+                con._finalize_cached_table(name)
+        session = SparkSession.getActiveSession()
+        if session is not None:
+            session.stop()
+    except Exception as exc:
+        log.warning("could not close the Spark Connect session at %s: %s", shown_remote(params.spark.remote), exc)
 
 
 def connect(params: Params) -> BaseBackend:
