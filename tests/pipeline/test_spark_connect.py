@@ -7,7 +7,10 @@ and the client must pin the session to UTC, or the events, snapshots and list wo
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,10 +31,22 @@ SHOP = {
 
 
 def run(root: Path, name: str, params: dict) -> Path:
+    """`winback run` in its own process, as users run it (PySpark marks a process that opened a Connect session
+    as Connect-only: a later local session in the same process would fail)."""
     config = root / f"{name}.yaml"
     config.write_text(yaml.safe_dump(params))
-    res = CliRunner().invoke(app, ["run", "--config", config.name, "--out", name])  # relative, as users write it
-    assert res.exit_code == 0, res.output[-3000:]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    winback = Path(sys.executable).parent / "winback"
+    # relative paths, as users write them: they must reach the server absolute
+    res = subprocess.run(
+        [str(winback), "run", "--config", config.name, "--out", name],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     return root / name
 
 
@@ -40,11 +55,7 @@ def winback_list(out: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def test_a_run_through_spark_connect_equals_the_duckdb_run(
-    spark_connect_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def test_a_run_through_spark_connect_equals_the_duckdb_run(spark_connect_url: str, tmp_path: Path) -> None:
     duck = run(tmp_path, "duckdb", SHOP)
     remote = run(tmp_path, "connect", {**SHOP, "engine": "spark", "spark": {"remote": spark_connect_url}})
     events = "data/ingested/events.parquet"
