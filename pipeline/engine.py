@@ -161,9 +161,10 @@ def engine_path(path: str | Path) -> str:
     """`path` as the engine should be given it: absolute.
 
     A Spark Connect server or a cluster's executors resolve a relative path against their own working
-    directory, not the one winback runs in.
+    directory, not the one winback runs in. Symbolic links are kept, not resolved: a shared mount's
+    path is the same on every node, where a link's target may not be.
     """
-    return str(Path(path).expanduser().resolve())
+    return str(Path(path).expanduser().absolute())
 
 
 def read_events(con: BaseBackend, path: str | Path) -> Table:
