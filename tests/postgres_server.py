@@ -81,7 +81,8 @@ def _server_user() -> str | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -122,7 +123,7 @@ def running_server() -> Iterator[Server]:
             log = (top / "server.log").read_text() if (top / "server.log").exists() else ""
             raise RuntimeError(f"{' '.join(args[:2])} failed ({res.returncode}): {res.stdout}{res.stderr}{log}")
 
-    port = _free_port()
+    port = free_port()
     started = False
     try:
         pg(

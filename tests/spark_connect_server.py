@@ -21,6 +21,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from postgres_server import free_port
+
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 START_TIMEOUT_S = 180
 
@@ -44,12 +46,6 @@ def missing_reason() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -61,7 +57,7 @@ def running_server() -> Iterator[str]:
     """A Spark Connect server in local[2] mode; yields its sc:// URL, stops it (and its JVM) on exit."""
     home = pyspark_home()
     assert home is not None
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="winback-spark-connect-") as tmp:
         env = dict(os.environ, SPARK_HOME=str(home), PYSPARK_PYTHON=sys.executable, TZ="America/New_York")
         log = Path(tmp) / "server.log"

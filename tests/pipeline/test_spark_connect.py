@@ -8,7 +8,6 @@ and the client must pin the session to UTC, or the events, snapshots and list wo
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from postgres_server import free_port
 from typer.testing import CliRunner
 
 from pipeline.build import read_snapshots
@@ -79,9 +79,7 @@ def test_an_unusable_spark_remote_fails_at_once_naming_it(
 ) -> None:
     """Not after the Connect client's minutes of retries, and without the URL's token."""
     pytest.importorskip("pyspark", reason="pyspark is not installed: pip install 'winback[spark]'")
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there
     monkeypatch.chdir(tmp_path)
     params = {"engine": "spark", "spark": {"remote": remote.format(port=port)}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
